@@ -106,7 +106,16 @@ def make_rows(n_rows: int, n_eval: int, seed: int = 0):
 
 
 def _rss_mib() -> float:
+    """Peak RSS so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:  # not Linux: fall back to the peak
+        return _rss_mib()
 
 
 def main() -> None:
@@ -120,7 +129,8 @@ def main() -> None:
     rows, evals, truth = make_rows(args.rows, args.eval)
     words = sum(len(m["content"].split()) for r in rows[:1000] for m in r["messages"]) / 1000
     print(f"generated {len(rows):,} rows + {len(evals):,} eval rows (~{words:.0f} words/row) "
-          f"in {time.perf_counter() - t0:.1f}s; RSS {_rss_mib():.0f} MiB")
+          f"in {time.perf_counter() - t0:.1f}s; RSS now {_current_rss_mib():.0f} MiB, "
+          f"peak {_rss_mib():.0f} MiB (generation temporaries)")
 
     timings: dict[str, float] = {}
     cpu_times: dict[str, float] = {}
@@ -133,7 +143,7 @@ def main() -> None:
         cpu_times[name] = dcpu
         # CPU time is printed too: on a shared machine wall time includes waiting for a core.
         print(f"{name:<16} {dt:7.2f} s wall {dcpu:7.2f} s cpu  {n / dt:10,.0f} rows/s   "
-              f"peak RSS {_rss_mib():,.0f} MiB")
+              f"peak RSS {_rss_mib():,.0f} MiB, now {_current_rss_mib():,.0f} MiB")
         return result
 
     exact = stage("exact dedup", len(rows), lambda: exact_duplicates(rows, progress=args.progress))

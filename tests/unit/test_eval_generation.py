@@ -98,6 +98,9 @@ def test_model_generation_defaults_do_not_leak_into_greedy(tiny_model, tokenizer
     saved = tiny_model.generation_config
     saved.do_sample, saved.temperature = True, 5.0
     saved.repetition_penalty, saved.no_repeat_ngram_size = 5.0, 1
+    # Fields whose neutral value is None cannot be overridden in the passed config, only kept from being read.
+    produced = {t for text in clean for t in tokenizer(text, add_special_tokens=False)["input_ids"]}
+    saved.suppress_tokens = sorted(produced)
     for _ in range(2):
         assert generate_greedy(tiny_model, tokenizer, prompts, max_new_tokens=6, progress=False) == clean
     assert tiny_model.generation_config is saved and saved.repetition_penalty == 5.0

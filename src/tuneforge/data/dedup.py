@@ -3,7 +3,9 @@
 All results carry row indices (positions in the `rows` list) and source line numbers, so a report
 can point a user at the file and `clean` can drop rows by index.
 
-Near duplicates use MinHash + LSH (datasketch). Shingles default to word 5-grams: chat rows run to
+Near duplicates use datasketch MinHash signatures and datasketch's choice of LSH banding; the
+banding itself runs vectorised over the signature matrix (see `_candidate_pairs` for why), and every
+candidate pair is verified. Shingles default to word 5-grams: chat rows run to
 hundreds of words, where word 5-grams give ~one shingle per word (vs ~one per character for char
 n-grams: 5-7x more hashing for the same decision) and track the reuse of phrasing that
 near-duplicate training data consists of. Char n-grams (`shingle="char"`) are available for short
@@ -223,10 +225,10 @@ def _candidate_pairs(signatures: np.ndarray, bands: int, band_rows: int) -> np.n
     if n < 2:
         return np.empty((0, 2), dtype=np.int64)
     found = []
-    sig64 = signatures.astype(np.uint64)
     mult = _band_multipliers(band_rows)
     for k in range(bands):
-        block = sig64[:, k * band_rows : (k + 1) * band_rows]
+        # One band at a time: a uint64 copy of the whole matrix would double its memory.
+        block = signatures[:, k * band_rows : (k + 1) * band_rows].astype(np.uint64)
         with np.errstate(over="ignore"):
             keys = (block * mult).sum(axis=1, dtype=np.uint64)
         order = np.argsort(keys, kind="stable")

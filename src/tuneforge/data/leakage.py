@@ -105,15 +105,22 @@ class _EvalIndex:
         self.unique, starts = np.unique(hashes, return_index=True)
         self.indptr = np.append(starts, hashes.size).astype(np.int64)
         self.items = items
+        # A direct-mapped presence table on the top hash bits rejects ~97% of training n-grams
+        # with one gather; binary search over a 200k-entry array is cache-missing and 5x slower.
+        bits = int(np.clip(np.ceil(np.log2(max(self.unique.size, 1) * 32)), 16, 26))
+        self._shift = np.uint64(64 - bits)
+        self._table = np.zeros(1 << bits, dtype=bool)
+        self._table[(self.unique >> self._shift).astype(np.int64)] = True
 
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids into `unique`, positions in `hashes`) of the hashes that the index holds."""
         if self.unique.size == 0 or hashes.size == 0:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        pos = np.searchsorted(self.unique, hashes)
+        maybe = np.flatnonzero(self._table[(hashes >> self._shift).astype(np.int64)])
+        pos = np.searchsorted(self.unique, hashes[maybe])
         pos[pos == self.unique.size] = 0
-        found = np.flatnonzero(self.unique[pos] == hashes)
-        return pos[found], found
+        found = self.unique[pos] == hashes[maybe]
+        return pos[found], maybe[found]
 
     def items_of(self, ids: np.ndarray) -> np.ndarray:
         """Eval item per (id, item) incidence - one entry per item containing each id."""

@@ -243,6 +243,9 @@ def write_atomic(path: Path, chunks: Sequence[bytes] | Any) -> str:
     return digest.hexdigest()
 
 
+_MANIFEST_KEYS = {"seed", "strategy", "ratios", "field", "source_sha256"}
+
+
 def write_splits(
     rows: Sequence[Mapping[str, Any]],
     result: SplitResult,
@@ -254,6 +257,9 @@ def write_splits(
     """Write `<out_dir>/<split>.jsonl` per split and the manifest; returns the manifest:
     {split: {"path", "rows", "sha256"}, "seed", "strategy", "ratios", "field", "source_sha256"}.
     `source_sha256` hashes the source file when given, else the rows as written (JSONL)."""
+    clash = set(result.indices) & _MANIFEST_KEYS
+    if clash:
+        raise ValueError(f"split names {sorted(clash)} collide with manifest keys; rename the splits")
     out_dir = Path(out_dir)
     manifest: dict[str, Any] = {}
     for name, idx in result.indices.items():

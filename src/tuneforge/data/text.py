@@ -58,10 +58,10 @@ def full_text(row: Row) -> str:
     messages = row.get("messages")
     if messages is not None:
         return _SEP.join(f"{m.get('role', '')}: {_content_text(m.get('content'))}" for m in messages)
-    if "prompt" in row or "completion" in row:
-        return _SEP.join((_content_text(row.get("prompt")), _content_text(row.get("completion"))))
     if "chosen" in row:  # preference rows: the chosen answer is what training reinforces
         return _SEP.join((_content_text(row.get("prompt")), _content_text(row.get("chosen"))))
+    if "prompt" in row or "completion" in row:
+        return _SEP.join((_content_text(row.get("prompt")), _content_text(row.get("completion"))))
     return _content_text(row.get("text"))
 
 
@@ -142,17 +142,23 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
+# Batches are cut so their text stays under this many code points; it bounds the cached power
+# tables (16 bytes per code point) and the per-batch temporaries.
+_BATCH_CODE_POINTS = 1 << 22
+
+
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """BASE^j and BASE^-j for j < n (cached, grown by doubling)."""
+    """BASE^j and BASE^-j for j < n (cached up to the batch budget, grown by doubling)."""
     pw, inv = _pow_cache
     if pw.size < n:
-        size = max(n, 2 * pw.size, 4096)
+        size = max(n, min(2 * pw.size, _BATCH_CODE_POINTS + 1), 4096)
         pw = np.full(size, _BASE, dtype=np.uint64)
         pw[0] = 1
         inv = np.full(size, _BASE_INV, dtype=np.uint64)
         inv[0] = 1
         pw, inv = np.cumprod(pw, dtype=np.uint64), np.cumprod(inv, dtype=np.uint64)
-        _pow_cache[:] = [pw, inv]
+        if size <= _BATCH_CODE_POINTS + 1:  # one huge document must not pin its tables forever
+            _pow_cache[:] = [pw, inv]
     return pw[:n], inv[:n]
 
 
@@ -179,6 +185,10 @@ def batch_word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Token hashes of many texts in one pass (numpy call overhead, not arithmetic, dominates per
     row). Returns (hashes, offsets): text r's tokens are hashes[offsets[r]:offsets[r + 1]]."""
     joined = [" ".join(t.split()) for t in texts]
+    if len(joined) > 1 and sum(len(j) for j in joined) > _BATCH_CODE_POINTS:
+        half = len(joined) // 2
+        (h1, o1), (h2, o2) = batch_word_hashes(joined[:half]), batch_word_hashes(joined[half:])
+        return np.concatenate((h1, h2)), np.concatenate((o1, o2[1:] + o1[-1]))
     counts = np.fromiter((j.count(" ") + 1 if j else 0 for j in joined), np.int64, len(joined))
     offsets = np.zeros(len(joined) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -315,7 +325,7 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
 def progress_iter(
     items: Iterable[T], *, total: int | None, description: str, enabled: bool
 ) -> Iterator[T]:
-    """Yield items, drawing a rich progress bar with a rate when enabled (stderr, transient)."""
+    """Yield items, drawing a rich progress bar with a rows/s rate on stderr when enabled."""
     if not enabled:
         yield from items
         return
@@ -330,14 +340,14 @@ def progress_iter(
         TimeRemainingColumn,
     )
 
+    from rich.text import Text
+
     class _Rate(TextColumn):
         def __init__(self) -> None:
             super().__init__("")
 
         def render(self, task):  # type: ignore[override]
             speed = task.finished_speed or task.speed
-            from rich.text import Text
-
             return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
 
     columns = (

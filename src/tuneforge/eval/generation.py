@@ -168,11 +168,10 @@ def generate_greedy(
 
     stop_ids = stop_token_ids(model, tokenizer)
     pad_id = _pad_id(tokenizer, stop_ids)
-    # Start from transformers' neutral values (repetition_penalty 1.0, no n-gram blocking, ...) so that the config
-    # says in full what decoding does, then pin what greedy evaluation needs.
-    settings = GenerationConfig()._get_default_generation_params()
-    settings.pop("max_length", None)  # max_new_tokens bounds the answer; a max_length would also cap the prompt
-    settings.update(
+    stop_set = set(stop_ids)
+    # Fields left unset here take transformers' neutral global defaults (no penalties, no n-gram blocking) because
+    # the model's own defaults are swapped out below; stop ids were read from them first.
+    gen_config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
@@ -180,7 +179,6 @@ def generate_greedy(
         eos_token_id=stop_ids or None,
         pad_token_id=pad_id,
     )
-    gen_config = GenerationConfig(**settings)
     device = _model_device(model)
     texts: list[str | None] = [None] * len(prompts)
 
@@ -201,7 +199,7 @@ def generate_greedy(
             )
             new_tokens = output[:, width:].tolist()
             for row, index in enumerate(batch_indices):
-                kept = _cut_at_stop(new_tokens[row], set(stop_ids))
+                kept = _cut_at_stop(new_tokens[row], stop_set)
                 texts[index] = tokenizer.decode(kept, skip_special_tokens=True)
             bar.advance(task, len(batch_indices))
     return [text if text is not None else "" for text in texts]

@@ -90,7 +90,8 @@ class _Frame:
                     f"{_format_tick(tick)}</text>"
                 )
         base = self.height - self.bottom
-        parts.append(f'<line x1="{self.left}" y1="{base}" x2="{self.width - self.right}" y2="{base}" stroke="#6b7280"/>')
+        right = self.width - self.right
+        parts.append(f'<line x1="{self.left}" y1="{base}" x2="{right}" y2="{base}" stroke="#6b7280"/>')
         parts.append(f'<line x1="{self.left}" y1="{self.top}" x2="{self.left}" y2="{base}" stroke="#6b7280"/>')
         return parts
 

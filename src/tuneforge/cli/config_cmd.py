@@ -1,0 +1,54 @@
+"""`tuneforge config validate CONFIG [a.b=value ...]` and `tuneforge config schema`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Check run configs and show every option with its description.", no_args_is_help=True)
+
+
+@app.command("validate")
+def validate(
+    config: Path = typer.Argument(..., help="Run config YAML file."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. training.max_steps=20 method.name=full."),
+    show: bool = typer.Option(False, "--show", help="Print the resolved config (every default filled in)."),
+) -> None:
+    """Validate a config (unknown keys, wrong types, missing fields) and exit non-zero on any error."""
+    from tuneforge.config.loader import dump_config, load_config
+
+    cfg = load_config(config, overrides or [])
+    if show:
+        typer.echo(dump_config(cfg))
+    Console(stderr=True).print(f"[green]ok[/] {config}: valid ({cfg.method.name} + {cfg.objective.name})")
+
+
+def _walk(model_cls, prefix: str = ""):
+    from pydantic import BaseModel
+
+    for name, field in model_cls.model_fields.items():
+        annotation = field.annotation
+        key = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield key, "section", "", field.description or ""
+            yield from _walk(annotation, key + ".")
+        else:
+            default = "(required)" if field.is_required() else repr(
+                field.default_factory() if field.default_factory else field.default)
+            type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            yield key, type_name, default, field.description or ""
+
+
+@app.command("schema")
+def schema() -> None:
+    """Every config key with its type, default and description."""
+    from tuneforge.config.schema import RunConfig
+
+    table = Table(title="tuneforge run config")
+    for column in ("key", "type", "default", "description"):
+        table.add_column(column, overflow="fold")
+    for row in _walk(RunConfig):
+        table.add_row(*row)
+    Console().print(table)

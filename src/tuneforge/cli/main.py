@@ -1,0 +1,64 @@
+"""`tuneforge`: the command-line entry point; each command group lives in its own module."""
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from tuneforge import __version__
+from tuneforge.cli import config_cmd, data, gate, models, quickstart, runs, train_cmd
+from tuneforge.errors import TuneforgeError
+
+app = typer.Typer(
+    name="tuneforge",
+    help="From a raw dataset to a fine-tuned, evaluated, exported LLM, with numbers that prove it is better.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tuneforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """tuneforge: fine-tune, evaluate and export LLMs from one CLI and one YAML file."""
+
+
+app.command("quickstart")(quickstart.quickstart)
+app.command("train", context_settings={"allow_extra_args": False})(train_cmd.train)
+app.command("eval")(train_cmd.evaluate)
+app.command("export")(train_cmd.export)
+app.command("gate")(gate.gate)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(models.app, name="models")
+app.add_typer(runs.app, name="runs")
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    # Tokenizers' thread pool fights torch for the two cores and warns after fork; we never need it.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        app()
+    except TuneforgeError as error:
+        from rich.console import Console
+        from rich.markup import escape
+
+        console = Console(stderr=True)
+        console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
+        if error.hint:
+            console.print(f"[bold]hint:[/] {escape(error.hint)}", highlight=False)
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`tuneforge runs ls` and `tuneforge runs show NAME`: read run directories and their lineage."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="List and inspect run directories (config, lineage, metrics, results).", no_args_is_help=True)
+
+RunsRoot = typer.Option(Path("runs"), "--runs-dir", help="Parent directory of run directories.")
+
+
+def _headline(results: dict) -> str:
+    comparison = results.get("comparison") or {}
+    metric = results.get("headline_metric")
+    if metric and metric in comparison:
+        row = comparison[metric]
+        return (f"{metric} {row['mean_a']:.3f} -> {row['mean_b']:.3f} "
+                f"({row['delta']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}])")
+    return "-"
+
+
+@app.command("ls")
+def list_runs_cmd(runs_dir: Path = RunsRoot) -> None:
+    """One line per run: status, base model, method, steps and the headline base -> tuned result."""
+    from tuneforge.runs.rundir import list_runs
+
+    rows = list_runs(runs_dir)
+    if not rows:
+        Console(stderr=True).print(f"no runs under {runs_dir}")
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    for column in ("name", "status", "base model", "method", "steps", "started", "headline (base -> tuned, 95% CI)"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        manifest = row["manifest"]
+        table.add_row(
+            row["name"],
+            manifest.get("status", "?"),
+            (manifest.get("base_model") or {}).get("source", "?"),
+            (manifest.get("method") or {}).get("name", "?"),
+            str((manifest.get("training") or {}).get("steps", "-")),
+            manifest.get("started_at", "?"),
+            _headline(row["results"]),
+        )
+    Console().print(table)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Run name (under --runs-dir) or path to a run directory."),
+    runs_dir: Path = RunsRoot,
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest and results as JSON."),
+) -> None:
+    """A run's lineage (data hashes, base model, versions), training summary, exports and results."""
+    from tuneforge.runs.rundir import open_run
+
+    run = open_run(name, runs_dir)
+    manifest = run.read_manifest()
+    results_path = run.eval_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if as_json:
+        typer.echo(json.dumps({"manifest": manifest, "results": results}, indent=2, default=str))
+        return
+    console = Console()
+    console.print(f"[bold]{run.name}[/] ({manifest.get('status', '?')}) at {run.path}")
+    base = manifest.get("base_model") or {}
+    console.print(f"base model: {base.get('source')} [{base.get('kind')}] weights sha256 {base.get('weights_sha256')}")
+    for split, info in (manifest.get("datasets") or {}).items():
+        console.print(f"data {split}: {info['path']} ({info['rows']} rows, sha256 {info['sha256'][:16]}...)")
+    training = manifest.get("training") or {}
+    if training:
+        console.print(f"training: {training.get('steps')} steps, train loss {training.get('train_loss'):.4f}, "
+                      f"padding {training.get('padding_share', 0):.1%}, {training.get('tokens_per_second', 0):.0f} tok/s")
+    git = manifest.get("git") or {}
+    console.print(f"code: tuneforge {manifest.get('tuneforge_version')} git {git.get('commit', '-')}"
+                  f"{' (dirty)' if git.get('dirty') else ''}; seed {manifest.get('seed')}")
+    for key, value in (manifest.get("exports") or {}).items():
+        console.print(f"export {key}: {value}")
+    if results.get("comparison"):
+        from tuneforge.train.runner import print_comparison
+
+        print_comparison(results, console)
+    if run.report.is_file():
+        console.print(f"report: {run.report}")

@@ -1,0 +1,125 @@
+"""Trainer callbacks: a rich progress bar, per-step metrics.jsonl, and token/padding accounting."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+
+class TokenCountingCollator:
+    """Wraps a collator to count real and padded tokens of every batch the trainer sees.
+
+    The padding share is the honest measure of how well batching works; the trainer does not expose it.
+    """
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.real_tokens = 0
+        self.total_tokens = 0
+        self.trained_tokens = 0
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        if "attention_mask" in batch:
+            self.real_tokens += int(batch["attention_mask"].sum())
+        elif "position_ids" in batch:  # padding-free packing: one flat row, trailing pad positions are 0 after the last
+            self.real_tokens += int(batch["input_ids"].numel())
+        else:
+            self.real_tokens += int(batch["input_ids"].numel())
+        self.total_tokens += int(batch["input_ids"].numel())
+        if "labels" in batch:
+            self.trained_tokens += int((batch["labels"] != -100).sum())
+        return batch
+
+    @property
+    def padding_share(self) -> float:
+        return 0.0 if not self.total_tokens else 1.0 - self.real_tokens / self.total_tokens
+
+
+class MetricsCallback(TrainerCallback):
+    """Appends every log event (train loss, eval loss, LR, tokens/s) to metrics.jsonl as one JSON line."""
+
+    def __init__(self, path: Path, counter: TokenCountingCollator | None = None):
+        self.path = path
+        self.counter = counter
+        self._start = None
+        self._last_tokens = 0
+        self._last_time = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = self._last_time = time.perf_counter()
+        self._last_tokens = self.counter.real_tokens if self.counter else 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.perf_counter()
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        if self.counter is not None and "loss" in logs:
+            tokens = self.counter.real_tokens - self._last_tokens
+            elapsed = max(now - self._last_time, 1e-9)
+            record["tokens_per_second"] = round(tokens / elapsed, 2)
+            record["padding_share"] = round(self.counter.padding_share, 4)
+            self._last_tokens, self._last_time = self.counter.real_tokens, now
+        record["elapsed_s"] = round(now - (self._start or now), 3)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class RichProgressCallback(TrainerCallback):
+    """Step progress with loss, non-padding tokens/s and ETA (replaces the trainer's tqdm bars)."""
+
+    def __init__(self, counter: TokenCountingCollator | None = None, console: Console | None = None):
+        self.counter = counter
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task = None
+        self._start = 0.0
+        self._loss = float("nan")
+        self._eval_loss = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("eval {task.fields[eval_loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=state.max_steps, loss="-", eval_loss="-", tps="-")
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is None:
+            return
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        tps = f"{self.counter.real_tokens / elapsed:.0f}" if self.counter else "-"
+        self.progress.update(self.task, completed=state.global_step, tps=tps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is None or not logs:
+            return
+        if "loss" in logs:
+            self.progress.update(self.task, loss=f"{logs['loss']:.4f}")
+        if "eval_loss" in logs:
+            self.progress.update(self.task, eval_loss=f"{logs['eval_loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+            self.progress.stop()
+            self.progress = None

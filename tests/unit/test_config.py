@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+
+from tuneforge.config.loader import apply_overrides, dump_config, load_config, parse_override
+from tuneforge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_fills_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  train: a.jsonl\n"))
+    assert cfg.method.name == "lora" and cfg.method.lora.r == 16 and cfg.method.lora.alpha == 32
+    assert cfg.method.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert cfg.effective_learning_rate() == 2e-4
+    cfg.method.name = "full"
+    assert cfg.effective_learning_rate() == 1e-5
+
+
+def test_unknown_key_names_key_and_line(tmp_path):
+    path = write(tmp_path, "data:\n  train: a.jsonl\ntraining:\n  batch_size: 4\n  learing_rate: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}:5: training.learing_rate: unknown key" in str(err.value)
+
+
+def test_wrong_type_names_key_and_line(tmp_path):
+    path = write(tmp_path, "data:\n  train: a.jsonl\ntraining:\n  batch_size: many\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}:4: training.batch_size:" in str(err.value)
+    assert "integer" in str(err.value)
+
+
+def test_missing_required_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="data: required key is missing"):
+        load_config(write(tmp_path, "training:\n  batch_size: 4\n"))
+    with pytest.raises(ConfigError, match=r"run.yaml:3: invalid YAML"):
+        load_config(write(tmp_path, "data:\n  train: [a\n"))
+
+
+def test_dotted_overrides(tmp_path):
+    path = write(tmp_path, "data:\n  train: a.jsonl\n")
+    cfg = load_config(path, ["training.max_steps=7", "method.name=full", "method.lora.target_modules=[q_proj]"])
+    assert cfg.training.max_steps == 7 and cfg.method.name == "full"
+    assert cfg.method.lora.target_modules == ["q_proj"]
+    with pytest.raises(ConfigError, match=r"<command line> 'training.max_stepz=3': training.max_stepz: unknown key"):
+        load_config(path, ["training.max_stepz=3"])
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        parse_override("training.max_steps")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"data": {"train": "x"}}, ["data.train.deep=1"])
+
+
+def test_cross_field_check(tmp_path):
+    with pytest.raises(ConfigError, match="early_stopping_patience needs data.validation"):
+        load_config(write(tmp_path, "data:\n  train: a.jsonl\ntraining:\n  early_stopping_patience: 2\n"))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  train: a.jsonl\n"), ["training.seed=3"])
+    again = load_config(write(tmp_path, dump_config(cfg)))
+    assert again == cfg
+
+
+def example_configs():
+    paths = sorted((REPO / "examples").glob("*.yaml")) + [REPO / "src/tuneforge/assets/quickstart/quickstart.yaml"]
+    return [p for p in paths]
+
+
+@pytest.mark.parametrize("path", example_configs(), ids=lambda p: p.name)
+def test_every_example_config_validates_and_starts_with_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# tuneforge "), f"{path} must start with the command that runs it"
+    load_config(path)
