@@ -1,13 +1,13 @@
 """`tuneforge`: the command-line entry point; each command group lives in its own module."""
 from __future__ import annotations
 
+import functools
 import os
-import sys
 
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import config_cmd, data, gate, models, quickstart, runs, train_cmd
+from tuneforge.cli import config_cmd, data, eval_cmd, gate, models, quickstart, runs, train_cmd
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ def _root(
 
 app.command("quickstart")(quickstart.quickstart)
 app.command("train", context_settings={"allow_extra_args": False})(train_cmd.train)
-app.command("eval")(train_cmd.evaluate)
+app.command("eval")(eval_cmd.evaluate)
 app.command("export")(train_cmd.export)
 app.command("gate")(gate.gate)
 app.add_typer(config_cmd.app, name="config")
@@ -43,21 +43,46 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(data.app, name="data")
 
 
+def _report_error(error: TuneforgeError) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
+    if error.hint:
+        console.print(f"[bold]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+
+
+def _guarded(callback):
+    """A user's mistake (TuneforgeError) becomes a clear message and a non-zero exit, never a traceback."""
+
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except TuneforgeError as error:
+            _report_error(error)
+            raise typer.Exit(error.exit_code) from None
+
+    return wrapper
+
+
+def _guard_commands(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        if command.callback is not None and not hasattr(command.callback, "__wrapped__"):
+            command.callback = _guarded(command.callback)
+    for group in typer_app.registered_groups:
+        _guard_commands(group.typer_instance)
+
+
+_guard_commands(app)
+
+
 def main() -> None:
     # Tokenizers' thread pool fights torch for the two cores and warns after fork; we never need it.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    try:
-        app()
-    except TuneforgeError as error:
-        from rich.console import Console
-        from rich.markup import escape
-
-        console = Console(stderr=True)
-        console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
-        if error.hint:
-            console.print(f"[bold]hint:[/] {escape(error.hint)}", highlight=False)
-        sys.exit(error.exit_code)
+    app()
 
 
 if __name__ == "__main__":
