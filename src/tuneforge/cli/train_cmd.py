@@ -1,6 +1,7 @@
-"""`tuneforge train`, `tuneforge eval` and `tuneforge export`."""
+"""`tuneforge train` and `tuneforge export`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -10,39 +11,33 @@ from rich.console import Console
 def train(
     config: Path = typer.Argument(..., help="Run config YAML (see examples/ and `tuneforge config schema`)."),
     overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. training.max_steps=20 output.name=try1."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run (output.name, else the newest run of "
+                                "this config) from its newest complete checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes per node: N > 1 runs data-parallel under torchrun."),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, help="Machines taking part (multi-node; see docs/distributed.md)."),
+    node_rank: int = typer.Option(0, "--node-rank", min=0, help="This machine's index, 0 .. nnodes-1."),
+    master_addr: str = typer.Option(None, "--master-addr", help="Address of the node with --node-rank 0."),
+    master_port: int = typer.Option(29500, "--master-port", help="Rendezvous port on the master node."),
 ) -> None:
     """Fine-tune a model as CONFIG says: train, evaluate base vs tuned, export, and write report.html.
 
     Example: tuneforge train examples/lora-contact-extraction.yaml training.max_steps=40
+
+    Example: tuneforge train examples/distributed/ddp-lora.yaml --nproc 2 (then --resume after an interruption)
     """
     from tuneforge.config.loader import load_config
+    from tuneforge.train.launch import LaunchPlan, is_main_process, launch_distributed
     from tuneforge.train.runner import train_from_config
 
     cfg = load_config(config, overrides or [])
-    train_from_config(cfg, config_path=str(config))
-
-
-def evaluate(
-    model: str = typer.Argument(..., help="A run directory or name, a model folder, a .gguf file, a catalog name or a hub id."),
-    data: str = typer.Option(..., "--data", help="Test data file (chat, alpaca or prompt/completion JSONL)."),
-    base: str = typer.Option(None, "--base", help="A second model to compare against (default for a run: its base model)."),
-    metric: str = typer.Option("both", "--metric", help="exact_match, json_fields or both."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Generation budget per item (greedy)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Items generated together."),
-    max_items: int = typer.Option(None, "--max-items", help="Evaluate only the first N items."),
-    out: Path = typer.Option(None, "--out", help="Write results.json here (default: RUN/eval/ for a run, else ./eval-results/)."),
-    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
-    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-) -> None:
-    """Evaluate a model on a test set; with two models, compare them with a paired bootstrap 95% interval.
-
-    Example: tuneforge eval runs/quickstart --data quickstart:test.jsonl
-    """
-    from tuneforge.eval.standalone import evaluate_command
-
-    evaluate_command(model=model, data=data, base=base, metric=metric, max_new_tokens=max_new_tokens,
-                     batch_size=batch_size, max_items=max_items, out=out, runs_dir=runs_dir, seed=seed,
-                     console=Console(stderr=True))
+    plan = LaunchPlan(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                      master_port=master_port)
+    # FSDP and DeepSpeed always go through torchrun (even with one process); a process torchrun started trains.
+    if plan.distributed or (cfg.training.distributed != "ddp" and "LOCAL_RANK" not in os.environ):
+        raise typer.Exit(launch_distributed(cfg, str(config), list(overrides or []), plan, resume=resume))
+    # Under torchrun every rank runs this; only rank 0 prints, the others train silently.
+    train_from_config(cfg, config_path=str(config), resume=resume,
+                      console=Console(stderr=True, quiet=not is_main_process()))
 
 
 def export(

@@ -34,7 +34,7 @@ class DataConfig(StrictModel):
     train: str = Field(..., description="Training data file (JSONL); `quickstart:` paths refer to bundled data.")
     validation: str | None = Field(None, description="Validation file for eval loss and early stopping.")
     test: str | None = Field(None, description="Held-out test file for the base-vs-tuned comparison.")
-    format: Literal["auto", "chat", "alpaca", "prompt_completion"] = Field(
+    format: Literal["auto", "chat", "alpaca", "prompt_completion", "preference", "kto", "text"] = Field(
         "auto", description="Row format; `auto` detects it from the fields of the rows."
     )
     max_length: int = Field(512, gt=8, description="Maximum tokens per training example; longer ones are truncated.")
@@ -46,21 +46,165 @@ class DataConfig(StrictModel):
 
 class LoraConfig(StrictModel):
     r: int = Field(16, gt=0, description="LoRA rank.")
-    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) "
+                       "with use_rslora).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         description="Module names to adapt (default: every attention projection).",
     )
+    target: Literal["attention", "all-linear"] | None = Field(
+        None,
+        description="Preset instead of target_modules: `attention` (every linear layer inside an attention block, "
+        "whatever the architecture names them) or `all-linear` (every linear layer except the output head).",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r.")
+    use_dora: bool = Field(
+        False, description="DoRA: split each adapted weight into magnitude and direction; LoRA updates the direction."
+    )
+
+    @model_validator(mode="after")
+    def _one_target_choice(self) -> "LoraConfig":
+        if self.target is not None and "target_modules" in self.model_fields_set:
+            raise ValueError("set either target (a preset) or target_modules (explicit names), not both")
+        return self
+
+
+class QLoraConfig(StrictModel):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base weights.")
+    double_quant: bool = Field(True, description="Also quantise the per-block scales (saves ~0.4 bit per weight).")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="dtype the 4-bit weights are dequantised to for matmuls (default: model.dtype)."
+    )
+
+
+class IA3Config(StrictModel):
+    target_modules: list[str] | None = Field(
+        None, description="Modules whose activations get a learned scale (default: PEFT's choice for the "
+        "architecture, e.g. k_proj, v_proj, down_proj for Llama).")
+    feedforward_modules: list[str] | None = Field(
+        None, description="Subset of target_modules that are feed-forward layers (scaled on their input).")
+
+
+class PrefixConfig(StrictModel):
+    num_virtual_tokens: int = Field(16, gt=0, description="Learned key/value positions prepended in every layer.")
+    projection: bool = Field(
+        False, description="Reparametrise the prefix through a 2-layer MLP (more trainable parameters, steadier).")
+
+
+class PromptConfig(StrictModel):
+    num_virtual_tokens: int = Field(16, gt=0, description="Learned soft-prompt embeddings prepended to the input.")
+    init: Literal["sample_vocab", "random"] = Field(
+        "sample_vocab", description="Start from embeddings of random vocabulary tokens, or from random vectors.")
+
+
+class FreezeConfig(StrictModel):
+    train_last_n_blocks: int | None = Field(
+        None, gt=0, description="Train the last N transformer blocks (everything else frozen).")
+    train: list[Literal["biases", "norms"]] = Field(
+        default_factory=list, description="Also (or only) train these parameter groups: biases, norm weights.")
+
+
+_DEFAULT_LEARNING_RATES = {"full": 1e-5, "freeze": 1e-5, "lora": 2e-4, "qlora": 2e-4, "ia3": 3e-3,
+                           "prefix": 1e-2, "prompt": 3e-2}
 
 
 class MethodConfig(StrictModel):
-    name: Literal["full", "lora"] = Field("lora", description="How weights are adapted: `full` or `lora`.")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA options (used when name is `lora`).")
+    name: Literal["full", "lora", "qlora", "ia3", "prefix", "prompt", "freeze"] = Field(
+        "lora",
+        description="How weights are adapted: `full`, `lora` (also DoRA/rsLoRA via lora options), `qlora` (LoRA on "
+        "a 4-bit NF4 base), `ia3`, `prefix` tuning, `prompt` tuning, or `freeze` (train selected layers only).",
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA options (used by `lora` and `qlora`).")
+    qlora: QLoraConfig = Field(default_factory=QLoraConfig, description="4-bit base options (used by `qlora`).")
+    ia3: IA3Config = Field(default_factory=IA3Config, description="IA3 options (used when name is `ia3`).")
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig, description="Prefix-tuning options.")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt-tuning options.")
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig, description="Selective-layer options (`freeze`).")
+
+    @model_validator(mode="after")
+    def _freeze_selects_something(self) -> "MethodConfig":
+        if self.name == "freeze" and not self.freeze.train_last_n_blocks and not self.freeze.train:
+            raise ValueError("method freeze trains nothing: set freeze.train_last_n_blocks and/or freeze.train")
+        return self
+
+    def default_learning_rate(self) -> float:
+        """Per-method default: few trainable scales (IA3) or virtual tokens want a much larger step than weights."""
+        return _DEFAULT_LEARNING_RATES[self.name]
+
+
+class DPOOptions(StrictModel):
+    loss_type: list[Literal[
+        "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+        "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    ]] = Field(["sigmoid"], description="TRL DPOTrainer loss(es): `sigmoid` is the DPO paper's; several are summed "
+               "with loss_weights (e.g. [sigmoid, sft] for MPO-style DPO + NLL).")
+    loss_weights: list[float] | None = Field(None, description="One weight per loss_type (default: all 1.0).")
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model (tau for IPO).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Flip probability for robust DPO / epsilon for EXO.")
+
+
+class KTOOptions(StrictModel):
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="TRL KTOTrainer loss.")
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+    desirable_weight: float = Field(1.0, gt=0, description="Loss weight of rows labelled true (desirable).")
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of rows labelled false (undesirable).")
+
+
+class ORPOOptions(StrictModel):
+    beta: float = Field(0.1, gt=0, description="ORPO's lambda: weight of the odds-ratio term next to the NLL of chosen.")
+
+
+class RewardOptions(StrictModel):
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="Penalty on the mean reward, keeping scores centred on 0 (None: off).")
+
+
+class RLOptions(StrictModel):
+    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL online trainer: GRPO or RLOO.")
+    reward: list[str] = Field(
+        ["json_valid"],
+        description="Reward functions: a shipped name (json_valid, json_fields, length_penalty), `module:function` "
+        "taking (prompts, completions, **columns) -> list[float], or a reward-model folder (e.g. a reward run's "
+        "merged/). Several are summed.",
+    )
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the group of GRPO/RLOO).")
+    max_completion_length: int = Field(32, gt=0, description="Token budget of each sampled completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the policy during rollouts.")
+    beta: float = Field(0.0, ge=0, description="KL coefficient against the reference (adapter-disabled) model.")
+
+
+class TaskConfig(StrictModel):
+    name: str = Field(..., description="Task name; appears as meta.task and as a results slice.")
+    train: str = Field(..., description="Training file of this task.")
+    validation: str | None = Field(None, description="Validation file (per-task eval loss).")
+    test: str | None = Field(None, description="Test file (per-task generation metrics).")
+    weight: float = Field(1.0, gt=0, description="Mixture weight (normalised over all tasks).")
+
+
+class MultitaskOptions(StrictModel):
+    data_task: str = Field("main", description="Task name given to the files under `data:`.")
+    data_weight: float = Field(1.0, gt=0, description="Mixture weight of the task under `data:`.")
+    tasks: list[TaskConfig] = Field(default_factory=list, description="Further tasks mixed with the one under `data:`.")
+    total: int | None = Field(
+        None, gt=0, description="Training rows in the mixture (default: the most that every task can supply "
+        "without repeating a row).")
 
 
 class ObjectiveConfig(StrictModel):
-    name: Literal["sft"] = Field("sft", description="What is optimised: `sft` (supervised fine-tuning).")
+    name: Literal["sft", "cpt", "multitask", "dpo", "kto", "orpo", "reward", "rl"] = Field(
+        "sft",
+        description="What is optimised: `sft` (supervised fine-tuning), `cpt` (continued pretraining on raw text), "
+        "`multitask` (SFT on a weighted task mixture, per-task metrics), `dpo`/`orpo` (preference pairs), `kto` "
+        "(single labelled completions), `reward` (reward model on pairs), `rl` (online GRPO/RLOO).",
+    )
+    dpo: DPOOptions = Field(default_factory=DPOOptions, description="DPO options (objective `dpo`).")
+    kto: KTOOptions = Field(default_factory=KTOOptions, description="KTO options (objective `kto`).")
+    orpo: ORPOOptions = Field(default_factory=ORPOOptions, description="ORPO options (objective `orpo`).")
+    reward: RewardOptions = Field(default_factory=RewardOptions, description="Reward-model options (objective `reward`).")
+    rl: RLOptions = Field(default_factory=RLOptions, description="Online RL options (objective `rl`).")
+    multitask: MultitaskOptions = Field(default_factory=MultitaskOptions,
+                                        description="Task mixture (objective `multitask`).")
 
 
 class TrainingConfig(StrictModel):
@@ -69,7 +213,8 @@ class TrainingConfig(StrictModel):
     learning_rate: float | None = Field(
         None,
         gt=0,
-        description="Peak learning rate. Default by method: 2e-4 for LoRA, 1e-5 for full fine-tuning.",
+        description="Peak learning rate. Default by method: 2e-4 for LoRA/QLoRA, 1e-5 for full and freeze, "
+        "3e-3 for IA3, 1e-2 for prefix, 3e-2 for prompt tuning.",
     )
     batch_size: int = Field(8, gt=0, description="Examples per device per forward pass.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
@@ -96,6 +241,31 @@ class TrainingConfig(StrictModel):
     logging_steps: int = Field(1, gt=0, description="Log metrics every N optimizer steps.")
     seed: int = Field(42, description="Seed for python, numpy and torch RNGs, data order and dropout.")
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's own choice).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of storing them: less memory, "
+        "about a third more compute, same gradients."
+    )
+    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit"] = Field(
+        "adamw_torch", description="Optimizer: `adamw_torch`, or bitsandbytes' 8-bit AdamW (`adamw_8bit`, "
+        "`paged_adamw_8bit`, needs bitsandbytes; saves optimizer-state memory on GPU)."
+    )
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp", description="Multi-process strategy under `tuneforge train --nproc N`: `ddp` (replicated model), "
+        "`fsdp` (sharded, PyTorch FSDP) or `deepspeed` (ZeRO; needs deepspeed and distributed_config)."
+    )
+    distributed_config: str | None = Field(
+        None, description="JSON file for the strategy: an FSDP config or a DeepSpeed ZeRO config "
+        "(see examples/distributed/)."
+    )
+
+    @model_validator(mode="after")
+    def _check_distributed(self) -> "TrainingConfig":
+        if self.distributed == "deepspeed" and not self.distributed_config:
+            raise ValueError("training.distributed=deepspeed needs training.distributed_config (a DeepSpeed JSON, "
+                             "e.g. examples/distributed/zero2.json)")
+        if self.distributed == "ddp" and self.distributed_config:
+            raise ValueError("training.distributed_config is only read with distributed=fsdp or deepspeed")
+        return self
 
 
 class EvalConfig(StrictModel):
@@ -141,4 +311,4 @@ class RunConfig(StrictModel):
     def effective_learning_rate(self) -> float:
         if self.training.learning_rate is not None:
             return self.training.learning_rate
-        return 2e-4 if self.method.name == "lora" else 1e-5
+        return self.method.default_learning_rate()

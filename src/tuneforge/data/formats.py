@@ -1,12 +1,24 @@
 """Dataset files: locate, parse, validate and normalise them.
 
-Three row formats are accepted and normalised so that everything downstream sees only two shapes:
+Row formats and their normalised shapes (what every later stage sees):
 
     chat               {"messages": [{"role": ..., "content": ..., "weight"?: 0|1}, ...]}
     alpaca             {"instruction", "output", "input"?, "system"?}  -> {"messages": [...]}
     prompt_completion  {"prompt", "completion"}                         -> {"prompt", "completion"}
+    preference         {"prompt", "chosen", "rejected"}, or OpenAI's DPO shape {"input": {"messages"},
+                       "preferred_output", "non_preferred_output"}     -> {"prompt", "chosen", "rejected"}
+    kto                {"prompt", "completion", "label": bool}          -> {"prompt", "completion", "label"}
+    text               {"text"}                                         -> {"text"}
 
-Fields a format does not use (id, task, ...) are kept under ``row["meta"]`` so nothing is lost.
+Preference and KTO rows are conversational (prompt = message list ending with a user turn, chosen /
+rejected / completion = list of assistant messages) when the source is, and plain strings when the source
+is; a string answer under a conversational prompt is wrapped as one assistant message.
+
+Fields a format does not use (id, task, ...) are kept under ``row["meta"]`` so nothing is lost. A source
+row may carry its own "meta" object: its keys are merged into row["meta"], so a normalised row written back
+as JSONL (what `clean`, `split`, `mix` and `convert` do) reads back as exactly the same row.
+
+File types (JSONL, JSON, CSV, Parquet, saved `datasets` folders) and what "line" means for each: readers.py.
 
 Validation never stops at the first problem: a dataset with a systematic defect usually has it on many
 lines, and a user who fixes one line per run would rerun the whole pipeline dozens of times. All problems
@@ -21,9 +33,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.readers import (
+    content_sha256,
+    file_type,
+    is_saved_dataset,
+    parse_json_array,
+    parse_jsonl,
+    raw_line,
+    read_records,
+)
 from tuneforge.errors import DataError
 
-FORMATS = ("chat", "alpaca", "prompt_completion")
+FORMATS = ("chat", "alpaca", "prompt_completion", "preference", "kto", "text")
 ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = ("role", "content", "weight")
 QUICKSTART_PREFIX = "quickstart:"
@@ -32,7 +53,9 @@ MAX_SHOWN_PROBLEMS = 50
 _FORMAT_HINT = (
     "each row must be a JSON object in one of the formats: chat {\"messages\": [{\"role\": \"user\", "
     "\"content\": ...}, {\"role\": \"assistant\", \"content\": ...}]}, alpaca {\"instruction\": ..., "
-    "\"input\": ... (optional), \"output\": ...} or prompt_completion {\"prompt\": ..., \"completion\": ...}"
+    "\"input\": ... (optional), \"output\": ...}, prompt_completion {\"prompt\": ..., \"completion\": ...}, "
+    "preference {\"prompt\", \"chosen\", \"rejected\"} (or OpenAI's input/preferred_output/non_preferred_output), "
+    "kto {\"prompt\", \"completion\", \"label\": true|false} or text {\"text\": ...}"
 )
 
 
@@ -43,6 +66,9 @@ class LoadedData:
     rows: list[dict]
     line_numbers: list[int]
     sha256: str
+    file_type: str = "jsonl"
+    # With skip_invalid: one {"line", "reasons", "row" | "raw"} per rejected row, in file order.
+    rejected: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -121,76 +147,18 @@ def resolve_data_path(path: str) -> Path:
             hint="check the path (relative paths are resolved from the current directory: "
             f"{Path.cwd()}); bundled data is addressed as `quickstart:train.jsonl`",
         )
-    if not resolved.is_file():
-        raise DataError(f"data path is not a file: {path}", hint="point to a .jsonl (or .json) file, not a folder")
+    if not resolved.is_file() and not is_saved_dataset(resolved):
+        raise DataError(f"data path is not a file: {path}",
+                        hint="point to a .jsonl, .json, .csv or .parquet file, or to a folder written by "
+                        "datasets' Dataset.save_to_disk (it holds state.json)")
     return resolved
 
 
 # -------------------------------------------------------------------------------------------- parsing
 
-
-def _parse_jsonl(data: bytes, problems: _Problems) -> list[tuple[int, Any]]:
-    records: list[tuple[int, Any]] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]  # editors on Windows add a UTF-8 BOM; it is not part of the first object
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.add(number, None, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
-            continue
-        if not text.strip():
-            continue
-        try:
-            records.append((number, json.loads(text)))
-        except json.JSONDecodeError as exc:
-            problems.add(number, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
-    return records
-
-
-def _parse_json_array(data: bytes, problems: _Problems) -> list[tuple[int, Any]]:
-    """Parse a `.json` file holding a list, remembering the line on which each element starts."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        problems.add(line, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x})")
-        return []
-    decoder = json.JSONDecoder()
-    line_of = lambda pos: text.count("\n", 0, pos) + 1  # noqa: E731
-    pos = _skip_ws(text, 0)
-    if pos >= len(text) or text[pos] != "[":
-        problems.add(line_of(pos), None, "a .json data file must hold a list of objects (use .jsonl for one per line)")
-        return []
-    records: list[tuple[int, Any]] = []
-    pos = _skip_ws(text, pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        return records
-    while True:
-        try:
-            value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            problems.add(exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
-            return records  # the rest of the array cannot be located reliably after a syntax error
-        records.append((line_of(pos), value))
-        pos = _skip_ws(text, end)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            if _skip_ws(text, pos + 1) != len(text):
-                problems.add(line_of(pos), None, "unexpected content after the closing ']'")
-            return records
-        problems.add(line_of(pos), None, "invalid JSON: expected ',' or ']' after a list element")
-        return records
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
+# Kept under their old names: the parsers moved to readers.py with the other file types.
+_parse_jsonl = parse_jsonl
+_parse_json_array = parse_json_array
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -201,8 +169,13 @@ def detect_format(obj: dict) -> str | None:
         return "chat"
     if "instruction" in obj and "output" in obj:
         return "alpaca"
+    if ("chosen" in obj and "rejected" in obj) or "preferred_output" in obj or "non_preferred_output" in obj:
+        return "preference"
     if "prompt" in obj and "completion" in obj:
-        return "prompt_completion"
+        # Only a boolean label makes a KTO row; a string label is ordinary metadata of a prompt_completion row.
+        return "kto" if isinstance(obj.get("label"), bool) else "prompt_completion"
+    if "text" in obj:
+        return "text"
     return None
 
 
@@ -245,39 +218,41 @@ def _weight(message: dict, label: str, role: Any, line: int, problems: _Problems
     return int(value)
 
 
-def _validate_chat(obj: dict, line: int, problems: _Problems) -> dict | None:
-    if "messages" not in obj:
-        problems.add(line, "messages", "missing")
-        return None
-    messages = obj["messages"]
+def _messages(messages: Any, label: str, line: int, problems: _Problems, mode: str = "chat") -> list[dict] | None:
+    """Validate a message list. mode: chat (a whole conversation), prompt (ends with a user turn, for
+    preference/KTO prompts) or answer (assistant messages only: chosen, rejected, completion)."""
     if not isinstance(messages, list):
-        problems.add(line, "messages", f"must be a list of messages, got {_type_name(messages)}")
+        problems.add(line, label, f"must be a list of messages, got {_type_name(messages)}")
         return None
     if not messages:
-        problems.add(line, "messages", "is empty")
+        problems.add(line, label, "is empty")
         return None
     normalised: list[dict] = []
     ok = True
     for i, message in enumerate(messages):
-        label = f"messages[{i}]"
+        where = f"{label}[{i}]"
         if not isinstance(message, dict):
-            problems.add(line, label, f"must be an object with 'role' and 'content', got {_type_name(message)}")
+            problems.add(line, where, f"must be an object with 'role' and 'content', got {_type_name(message)}")
             ok = False
             continue
-        unknown = sorted(set(message) - set(MESSAGE_KEYS))
+        allowed = MESSAGE_KEYS if mode == "chat" else ("role", "content")
+        unknown = sorted(set(message) - set(allowed))
         if unknown:
-            problems.add(line, label, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                         f"(allowed: {', '.join(MESSAGE_KEYS)})")
+            problems.add(line, where, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                         f"(allowed: {', '.join(allowed)})")
             ok = False
         role = message.get("role")
         if "role" not in message:
-            problems.add(line, f"{label}.role", "missing")
+            problems.add(line, f"{where}.role", "missing")
             ok = False
         elif role not in ROLES:
-            problems.add(line, f"{label}.role", f"unknown role {json.dumps(role)} (allowed: {', '.join(ROLES)})")
+            problems.add(line, f"{where}.role", f"unknown role {json.dumps(role)} (allowed: {', '.join(ROLES)})")
             ok = False
-        content = _text_field(message, "content", line, problems, label=f"{label}.content")
-        weight = _weight(message, label, role, line, problems)
+        elif mode == "answer" and role != "assistant":
+            problems.add(line, f"{where}.role", f"must be 'assistant' in a response, got {role!r}")
+            ok = False
+        content = _text_field(message, "content", line, problems, label=f"{where}.content")
+        weight = _weight(message, where, role, line, problems) if mode == "chat" else None
         if content is None or ("weight" in message and weight is None):
             ok = False
             continue
@@ -287,31 +262,45 @@ def _validate_chat(obj: dict, line: int, problems: _Problems) -> dict | None:
         normalised.append(out)
     if not ok:
         return None
-    if not _check_order([m["role"] for m in normalised], line, problems):
+    if mode != "answer" and not _check_order([m["role"] for m in normalised], line, problems, label, mode):
         return None
-    return {"messages": normalised}
+    return normalised
 
 
-def _check_order(roles: list[str], line: int, problems: _Problems) -> bool:
-    """System only first; then user and assistant alternate, starting with user, ending with assistant."""
+def _validate_chat(obj: dict, line: int, problems: _Problems) -> dict | None:
+    if "messages" not in obj:
+        problems.add(line, "messages", "missing")
+        return None
+    messages = _messages(obj["messages"], "messages", line, problems)
+    return None if messages is None else {"messages": messages}
+
+
+def _check_order(roles: list[str], line: int, problems: _Problems, label: str = "messages",
+                 mode: str = "chat") -> bool:
+    """System only first; then user and assistant alternate, starting with user, ending with assistant
+    (a chat) or with user (a prompt awaiting the answer)."""
     ok = True
     turns = roles[1:] if roles and roles[0] == "system" else roles
     offset = len(roles) - len(turns)
     for i, role in enumerate(turns):
         expected = "user" if i % 2 == 0 else "assistant"
         if role != expected:
-            where = f"messages[{i + offset}].role"
+            where = f"{label}[{i + offset}].role"
             if role == "system":
                 problems.add(line, where, "a system message is only allowed as the first message")
             else:
                 problems.add(line, where, f"roles out of order: expected {expected!r} here, got {role!r} "
                              "(user and assistant must alternate, starting with user)")
             return False
-    if "assistant" not in turns:
-        problems.add(line, "messages", "has no assistant message, so there is nothing to learn from this row")
+    if mode == "prompt":
+        if not turns or turns[-1] != "user":
+            problems.add(line, label, "a prompt must end with a user message (the response answers it)")
+            ok = False
+    elif "assistant" not in turns:
+        problems.add(line, label, "has no assistant message, so there is nothing to learn from this row")
         ok = False
     elif turns[-1] != "assistant":
-        problems.add(line, f"messages[{len(roles) - 1}]", "the conversation must end with an assistant message "
+        problems.add(line, f"{label}[{len(roles) - 1}]", "the conversation must end with an assistant message "
                      "(a trailing user message has no answer to learn)")
         ok = False
     return ok
@@ -339,12 +328,107 @@ def _validate_prompt_completion(obj: dict, line: int, problems: _Problems) -> di
     return {"prompt": prompt, "completion": completion}
 
 
-_VALIDATORS = {"chat": _validate_chat, "alpaca": _validate_alpaca, "prompt_completion": _validate_prompt_completion}
+def _prompt_side(obj: dict, key: str, label: str, line: int, problems: _Problems) -> tuple[Any, bool] | None:
+    """A preference/KTO prompt: a string, or a message list ending with a user turn. Returns (value,
+    conversational) or None."""
+    if key not in obj:
+        problems.add(line, label, "missing")
+        return None
+    value = obj[key]
+    if isinstance(value, list):
+        messages = _messages(value, label, line, problems, mode="prompt")
+        return None if messages is None else (messages, True)
+    text = _text_field(obj, key, line, problems, label=label)
+    return None if text is None else (text, False)
+
+
+def _answer_side(obj: dict, key: str, label: str, line: int, problems: _Problems, conversational: bool | None) -> Any:
+    """chosen / rejected / completion: the same shape as the prompt (a string under a conversational prompt
+    becomes one assistant message; a message list under a plain prompt cannot be trained and is an error)."""
+    if key not in obj:
+        problems.add(line, label, "missing")
+        return None
+    value = obj[key]
+    if isinstance(value, list):
+        if conversational is False:
+            problems.add(line, label, "is a message list but the prompt is a plain string; use the same shape for both")
+            return None
+        return _messages(value, label, line, problems, mode="answer")
+    text = _text_field(obj, key, line, problems, label=label)
+    if text is None:
+        return None
+    return [{"role": "assistant", "content": text}] if conversational else text
+
+
+def _validate_preference(obj: dict, line: int, problems: _Problems) -> dict | None:
+    if any(k in obj for k in ("input", "preferred_output", "non_preferred_output")):
+        # OpenAI's fine-tuning DPO shape: always conversational.
+        source = obj.get("input")
+        if not isinstance(source, dict):
+            problems.add(line, "input", "missing" if source is None else f"must be an object with 'messages', got {_type_name(source)}")
+            prompt = None
+        elif "messages" not in source:
+            problems.add(line, "input.messages", "missing")
+            prompt = None
+        else:
+            prompt = (_messages(source["messages"], "input.messages", line, problems, mode="prompt"), True)
+            prompt = None if prompt[0] is None else prompt
+        chosen = _answer_side(obj, "preferred_output", "preferred_output", line, problems, True)
+        rejected = _answer_side(obj, "non_preferred_output", "non_preferred_output", line, problems, True)
+        reject_label = "non_preferred_output"
+    else:
+        prompt = _prompt_side(obj, "prompt", "prompt", line, problems)
+        shape = None if prompt is None else prompt[1]
+        chosen = _answer_side(obj, "chosen", "chosen", line, problems, shape)
+        rejected = _answer_side(obj, "rejected", "rejected", line, problems, shape)
+        reject_label = "rejected"
+    if prompt is None or chosen is None or rejected is None:
+        return None
+    if chosen == rejected:
+        problems.add(line, reject_label, "is identical to the chosen response (there is nothing to prefer)")
+        return None
+    return {"prompt": prompt[0], "chosen": chosen, "rejected": rejected}
+
+
+def _validate_kto(obj: dict, line: int, problems: _Problems) -> dict | None:
+    prompt = _prompt_side(obj, "prompt", "prompt", line, problems)
+    completion = _answer_side(obj, "completion", "completion", line, problems, None if prompt is None else prompt[1])
+    label = obj.get("label")
+    if "label" not in obj:
+        problems.add(line, "label", "missing")
+    elif not isinstance(label, bool):
+        problems.add(line, "label", f"must be true or false (is the completion desirable?), got {json.dumps(label)}")
+    if prompt is None or completion is None or not isinstance(label, bool):
+        return None
+    return {"prompt": prompt[0], "completion": completion, "label": label}
+
+
+def _validate_text(obj: dict, line: int, problems: _Problems) -> dict | None:
+    text = _text_field(obj, "text", line, problems)
+    return None if text is None else {"text": text}
+
+
+_VALIDATORS = {"chat": _validate_chat, "alpaca": _validate_alpaca, "prompt_completion": _validate_prompt_completion,
+               "preference": _validate_preference, "kto": _validate_kto, "text": _validate_text}
 _USED_FIELDS = {
     "chat": {"messages"},
     "alpaca": {"instruction", "input", "output", "system"},
     "prompt_completion": {"prompt", "completion"},
+    "preference": {"prompt", "chosen", "rejected", "input", "preferred_output", "non_preferred_output"},
+    "kto": {"prompt", "completion", "label"},
+    "text": {"text"},
 }
+
+
+def _meta(obj: dict, row_format: str) -> dict:
+    meta = dict(obj["meta"]) if isinstance(obj.get("meta"), dict) else {}
+    meta.update((k, v) for k, v in obj.items() if k not in _USED_FIELDS[row_format] and k != "meta")
+    if "meta" in obj and not isinstance(obj["meta"], dict):
+        meta["meta"] = obj["meta"]
+    extra_input = {k: v for k, v in obj["input"].items() if k != "messages"} if isinstance(obj.get("input"), dict) else {}
+    if row_format == "preference" and extra_input:
+        meta["input"] = extra_input  # e.g. OpenAI's `tools`, kept so a round trip loses nothing
+    return meta
 
 
 def _line_ranges(lines: list[int], limit: int = 12) -> str:
@@ -362,51 +446,123 @@ def _line_ranges(lines: list[int], limit: int = 12) -> str:
     return shown + (f", ... ({len(spans) - limit} more ranges)" if len(spans) > limit else "")
 
 
-def load_dataset_file(path: str, format: str = "auto") -> LoadedData:
-    """Read, validate and normalise a dataset file; raise one DataError listing every problem in it."""
+def _id_key(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
+
+
+def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = False,
+                      progress: bool = False) -> LoadedData:
+    """Read, validate and normalise a dataset file (or saved datasets folder).
+
+    Raises one DataError listing every problem. With `skip_invalid`, rows with problems are left out and
+    described in `LoadedData.rejected` instead; only file-level problems (unreadable file, no rows) still raise.
+    """
     if format != "auto" and format not in FORMATS:
         raise DataError(f"unknown data format {format!r}", hint=f"use one of: auto, {', '.join(FORMATS)}")
     file = resolve_data_path(path)
+    kind = file_type(file)
+    problems = _Problems(str(path))
     try:
-        data = file.read_bytes()
+        records = read_records(file, kind, problems)
+        sha = content_sha256(file)
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from exc
-    problems = _Problems(str(path))
-    records = _parse_json_array(data, problems) if file.suffix.lower() == ".json" else _parse_jsonl(data, problems)
 
     detected: dict[str, list[int]] = {}
     per_record: list[tuple[int, dict, str]] = []
+    undetected: list[tuple[int, Any]] = []
+    by_line: dict[int, Any] = {}
     for line, obj in records:
+        if skip_invalid:
+            by_line[line] = obj
         if not isinstance(obj, dict):
             problems.add(line, None, f"each row must be a JSON object, got {_type_name(obj)}")
             continue
         row_format = format if format != "auto" else detect_format(obj)
         if row_format is None:
-            keys = ", ".join(map(repr, sorted(obj))) or "none"
-            problems.add(line, None, "cannot tell the row format: expected 'messages' (chat), 'instruction' + "
-                         f"'output' (alpaca) or 'prompt' + 'completion' (prompt_completion); found keys {keys}")
+            undetected.append((line, obj))
             continue
         detected.setdefault(row_format, []).append(line)
         per_record.append((line, obj, row_format))
+    only = next(iter(detected)) if len(detected) == 1 else None
+    for line, obj in undetected:
+        if only is not None and _USED_FIELDS[only] & set(obj):
+            # The rest of the file says which format this is: name the missing field, not "unknown format".
+            detected[only].append(line)
+            per_record.append((line, obj, only))
+        else:
+            keys = ", ".join(map(repr, sorted(obj))) or "none"
+            problems.add(line, None, "cannot tell the row format: expected 'messages' (chat), 'instruction' + "
+                         "'output' (alpaca), 'prompt' + 'completion' (prompt_completion; with a boolean 'label': "
+                         "kto), 'chosen' + 'rejected' (preference) or 'text' (text); found keys " + keys)
+    per_record.sort(key=lambda item: item[0])
 
     if len(detected) > 1:
-        parts = [f"{name} on line{'s' if len(lines) > 1 else ''} {_line_ranges(lines)} ({len(lines)} rows)"
-                 for name, lines in sorted(detected.items(), key=lambda kv: -len(kv[1]))]
-        problems.add(None, None, "mixed row formats in one file: " + "; ".join(parts))
+        ranked = sorted(detected.items(), key=lambda kv: -len(kv[1]))
+        if skip_invalid:
+            # The majority format wins; the odd rows out are rejected one by one like any other bad row.
+            majority = ranked[0][0]
+            for name, lines in ranked[1:]:
+                for line in lines:
+                    problems.add(line, None, f"row format {name} differs from the file's majority format {majority}")
+            per_record = [r for r in per_record if r[2] == majority]
+            detected = {majority: detected[majority]}
+        else:
+            parts = [f"{name} on line{'s' if len(lines) > 1 else ''} {_line_ranges(lines)} ({len(lines)} rows)"
+                     for name, lines in ranked]
+            problems.add(None, None, "mixed row formats in one file: " + "; ".join(parts))
 
     rows: list[dict] = []
     line_numbers: list[int] = []
+    first_id: dict[Any, int] = {}
+    if progress:
+        from tuneforge.data.text import progress_iter
+
+        per_record = progress_iter(per_record, total=len(per_record), description="validate", enabled=True)  # type: ignore[assignment]
     for line, obj, row_format in per_record:
         row = _VALIDATORS[row_format](obj, line, problems)
         if row is None:
             continue
-        row["meta"] = {k: v for k, v in obj.items() if k not in _USED_FIELDS[row_format]}
+        row["meta"] = _meta(obj, row_format)
+        if "id" in row["meta"]:
+            key = _id_key(row["meta"]["id"])
+            if key in first_id:
+                problems.add(line, "id", f"duplicate id {json.dumps(row['meta']['id'])} (first used on line {first_id[key]})")
+                continue
+            first_id[key] = line
         rows.append(row)
         line_numbers.append(line)
 
     if not records and not problems.items:
         problems.add(None, None, "contains no rows")
-    problems.raise_if_any()
-    chosen = format if format != "auto" else next(iter(detected))
-    return LoadedData(path=str(path), format=chosen, rows=rows, line_numbers=line_numbers,
-                      sha256=hashlib.sha256(data).hexdigest())
+    rejected: list[dict] = []
+    if skip_invalid and problems.items:
+        file_level = [item for item in problems.items if item[0] is None]
+        if file_level:
+            problems.items = file_level
+            problems.raise_if_any()
+        rejected = _rejected_rows(file, kind, problems, by_line)
+        bad = {r["line"] for r in rejected}
+        keep = [k for k, line in enumerate(line_numbers) if line not in bad]
+        rows, line_numbers = [rows[k] for k in keep], [line_numbers[k] for k in keep]
+    else:
+        problems.raise_if_any()
+    chosen = format if format != "auto" else (next(iter(detected)) if detected else "chat")
+    return LoadedData(path=str(path), format=chosen, rows=rows, line_numbers=line_numbers, sha256=sha,
+                      file_type=kind, rejected=rejected)
+
+
+def _rejected_rows(file: Path, kind: str, problems: _Problems, by_line: dict[int, Any]) -> list[dict]:
+    reasons: dict[int, list[str]] = {}
+    for line, fld, problem in problems.items:
+        reasons.setdefault(line, []).append(f"{fld}: {problem}" if fld else problem)  # type: ignore[arg-type]
+    out = []
+    for line in sorted(reasons):
+        entry: dict[str, Any] = {"line": line, "reasons": reasons[line]}
+        if line in by_line:
+            entry["row"] = by_line[line]
+        else:
+            # Unparseable (bad JSON, bad bytes): keep the text so the user can repair it from the side file.
+            entry["raw"] = raw_line(file, kind, line)
+        out.append(entry)
+    return out

@@ -82,10 +82,14 @@ def merge_adapter_folder(base_model, adapter_dir: Path, tokenizer, out_dir: Path
     return merge_and_save(peft_model, tokenizer, out_dir, lineage)
 
 
-def merge_and_save(peft_model, tokenizer, out_dir: Path, lineage: dict | None = None, tolerance: float = 1e-4) -> dict:
-    """Merge a PEFT model, prove its logits equal the unmerged adapter's within `tolerance`, then save."""
+def merge_and_save(peft_model, tokenizer, out_dir: Path, lineage: dict | None = None, tolerance: float = 1e-4,
+                   merge=None) -> dict:
+    """Merge a PEFT model, prove its logits equal the unmerged adapter's within `tolerance`, then save.
+
+    `merge` is the method's merge (e.g. QLoRA folds the adapter into dequantised weights); default merge_and_unload.
+    """
     before = probe_logits(peft_model, tokenizer)
-    merged = peft_model.merge_and_unload()
+    merged = merge(peft_model) if merge is not None else peft_model.merge_and_unload()
     after = probe_logits(merged, tokenizer)
     max_diff = float((before - after).abs().max())
     if max_diff > tolerance:

@@ -2,35 +2,107 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tuneforge.errors import DataError
+
+
+SAMPLES_PREFIX = "samples:"
+#: Formats an objective reads; `auto` in the config means "the objective's own format" for these.
+OBJECTIVE_FORMATS = ("preference", "kto", "text")
+_REQUIRED = {"preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"), "text": ("text",)}
 
 
 @dataclass
 class PreparedData:
     splits: dict            # split name -> LoadedData
-    rendered: dict          # split name -> list of {"input_ids", "assistant_masks", "truncated"}
-    stats: dict             # split name -> render stats
+    rendered: dict          # split name -> list of {"input_ids", "assistant_masks", "truncated"} (eval loss reads these)
+    stats: dict             # split name -> render stats ("examples", "tokens", "trained_share", "truncated", ...)
     template: object        # TrainingTemplate | None
     items: list = field(default_factory=list)  # test items for generation: {"id", "prompt_ids", "reference", "prompt_text"}
+    train_dataset: object = None   # what the objective's trainer consumes, when not `rendered["train"]`
+    eval_dataset: object = None
+    extra: dict = field(default_factory=dict)  # objective-specific (pairs for accuracy, per-task rows, mixture manifest)
 
 
-def load_splits(data_cfg) -> dict:
-    from tuneforge.data.formats import load_dataset_file
+def resolve_path(path: str) -> str:
+    """`samples:NAME` -> the bundled sample file (preference/kto/text data derived from the quickstart task)."""
+    if isinstance(path, str) and path.startswith(SAMPLES_PREFIX):
+        from importlib import resources
 
-    splits = {"train": load_dataset_file(data_cfg.train, data_cfg.format)}
+        name = path[len(SAMPLES_PREFIX):]
+        root = Path(str(resources.files("tuneforge").joinpath("assets", "samples")))
+        available = sorted(p.name for p in root.glob("*.jsonl")) if root.is_dir() else []
+        if name not in available:
+            raise DataError(f"bundled sample {path!r} does not exist",
+                            hint="available: " + (", ".join(SAMPLES_PREFIX + n for n in available) or "none"))
+        return str(root / name)
+    return path
+
+
+def load_file(path: str, fmt: str = "auto"):
+    """load_dataset_file, plus the objective formats while `tuneforge.data.formats` does not know them yet."""
+    from tuneforge.data import formats
+
+    path = resolve_path(path)
+    if fmt in OBJECTIVE_FORMATS and fmt not in formats.FORMATS:
+        return _load_objective_format(path, fmt)
+    return formats.load_dataset_file(path, fmt)
+
+
+def _load_objective_format(path: str, fmt: str):
+    # Interim reader for the preference/kto/text contract; data/formats.py takes over once it lists these formats.
+    import hashlib
+    import json
+
+    from tuneforge.data.formats import LoadedData, resolve_data_path
+
+    resolved = resolve_data_path(path)
+    raw = resolved.read_bytes()
+    rows, lines, problems = [], [], []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}:{number}: invalid JSON ({exc.msg})")
+            continue
+        missing = [k for k in _REQUIRED[fmt] if not isinstance(obj, dict) or k not in obj]
+        if missing:
+            problems.append(f"{path}:{number}: {', '.join(missing)}: missing for format {fmt}")
+            continue
+        if fmt == "kto" and not isinstance(obj["label"], bool):
+            problems.append(f"{path}:{number}: label: must be true or false")
+            continue
+        row = {k: obj[k] for k in _REQUIRED[fmt]}
+        row["meta"] = {k: v for k, v in obj.items() if k not in _REQUIRED[fmt]}
+        rows.append(row)
+        lines.append(number)
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in {path}:\n  " + "\n  ".join(problems[:50]))
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    return LoadedData(path=str(path), format=fmt, rows=rows, line_numbers=lines,
+                      sha256=hashlib.sha256(raw).hexdigest())
+
+
+def load_splits(data_cfg, fmt: str | None = None) -> dict:
+    """Every configured split; `fmt` (the objective's own format) replaces a config format of `auto`."""
+    fmt = data_cfg.format if data_cfg.format != "auto" or fmt is None else fmt
+    splits = {"train": load_file(data_cfg.train, fmt)}
     for name in ("validation", "test"):
         path = getattr(data_cfg, name)
         if path:
-            splits[name] = load_dataset_file(path, data_cfg.format)
+            splits[name] = load_file(path, fmt)
     return splits
 
 
-def prepare_data(data_cfg, tokenizer, *, max_test_items: int | None = None) -> PreparedData:
+def prepare_data(data_cfg, tokenizer, *, max_test_items: int | None = None, splits: dict | None = None) -> PreparedData:
     from tuneforge.data.chat_template import prepare_training_template
     from tuneforge.data.render import build_generation_prompt, render_dataset
 
-    splits = load_splits(data_cfg)
+    splits = splits if splits is not None else load_splits(data_cfg)
     chat_rows, locations = [], []
     for loaded in splits.values():
         if loaded.format in ("chat", "alpaca"):
@@ -69,6 +141,7 @@ def prepare_data(data_cfg, tokenizer, *, max_test_items: int | None = None) -> P
                 "prompt_ids": prompt_ids,
                 "reference": reference,
                 "prompt_text": tokenizer.decode(prompt_ids, skip_special_tokens=False),
+                "task": (row.get("meta") or {}).get("task"),
             })
     return PreparedData(splits=splits, rendered=rendered, stats=stats, template=template, items=items)
 
@@ -78,3 +151,28 @@ def dataset_lineage(splits: dict) -> dict:
         name: {"path": str(loaded.path), "sha256": loaded.sha256, "rows": len(loaded.rows), "format": loaded.format}
         for name, loaded in splits.items()
     }
+
+
+def pack_text(rows: list[dict], tokenizer, block_size: int) -> tuple[list[dict], dict]:
+    """Continued pretraining: tokenize documents, join them with EOS and cut the stream into full blocks.
+
+    Blocks are plain causal windows: a block may hold the end of one document and the start of the next, separated
+    by EOS, and attention crosses that boundary (as in GPT-style pretraining). Every token carries loss; the tail
+    shorter than a block is dropped (reported as `dropped_tokens`) unless it is the only block.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token to separate documents", hint="use a tokenizer with eos_token")
+    stream: list[int] = []
+    for row in rows:
+        stream.extend(tokenizer(row["text"], add_special_tokens=False)["input_ids"])
+        stream.append(int(eos))
+    full = len(stream) // block_size
+    blocks = [stream[i * block_size:(i + 1) * block_size] for i in range(full)]
+    if not blocks and stream:
+        blocks = [stream]
+    kept = sum(len(b) for b in blocks)
+    rendered = [{"input_ids": b, "assistant_masks": [1] * len(b), "truncated": False} for b in blocks]
+    stats = {"examples": len(rendered), "documents": len(rows), "tokens": kept, "trained_tokens": kept,
+             "trained_share": 1.0 if kept else 0.0, "truncated": 0, "dropped_tokens": len(stream) - kept}
+    return rendered, stats

@@ -12,26 +12,15 @@ Steps, each leaving its artifact in the run directory before the next starts:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from tuneforge.config.loader import dump_config
 from tuneforge.config.schema import RunConfig
-from tuneforge.runs.rundir import (
-    RunDir,
-    base_manifest,
-    create_run_dir,
-    default_run_name,
-    now_iso,
-    write_json_atomic,
-    write_text_atomic,
-)
-
-METRIC_SETS = {"exact_match": ["exact_match"], "json_fields": ["json_fields"], "both": ["json_fields", "exact_match"]}
-
+from tuneforge.runs.rundir import RunDir, now_iso, write_json_atomic
 
 def seed_everything(seed: int) -> None:
     from transformers import set_seed
@@ -39,33 +28,12 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def _evaluate(model, tokenizer, prepared, cfg: RunConfig, label: str, console: Console) -> tuple[dict | None, dict | None]:
-    from tuneforge.eval.compare import evaluate_items
-    from tuneforge.eval.loss import eval_loss
-
-    loss = None
-    if "validation" in prepared.rendered:
-        loss = eval_loss(model, prepared.rendered["validation"], batch_size=cfg.training.batch_size)
-        console.print(f"[bold]{label}[/] validation loss {loss['loss']:.4f} (perplexity {loss['perplexity']:.2f})")
-    generation = None
-    if prepared.items:
-        generation = evaluate_items(
-            model, tokenizer, prepared.items,
-            metrics=METRIC_SETS[cfg.eval.metric],
-            max_new_tokens=cfg.eval.max_new_tokens,
-            batch_size=cfg.eval.batch_size,
-            label=label,
-        )
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in generation["summary"].items())
-        console.print(f"[bold]{label}[/] {shown} on {len(prepared.items)} test items "
-                      f"({generation['seconds']:.1f} s, {generation['items_per_second']:.2f} items/s)")
-    return loss, generation
-
-
 class Runner:
-    def __init__(self, cfg: RunConfig, *, config_path: str | None = None, console: Console | None = None):
+    def __init__(self, cfg: RunConfig, *, config_path: str | None = None, console: Console | None = None,
+                 resume: bool = False):
         self.cfg = cfg
         self.config_path = config_path
+        self.resume = resume  # continue the existing run dir from its newest trusted checkpoint
         self.console = console or Console(stderr=True)
         self.timings: dict[str, float] = {}
 
@@ -82,11 +50,10 @@ class Runner:
         if cfg.training.num_threads:
             torch.set_num_threads(cfg.training.num_threads)
         seed_everything(cfg.training.seed)
-        run = create_run_dir(cfg.output.dir, cfg.output.name or default_run_name(self.config_path),
-                             overwrite=cfg.output.overwrite)
-        write_text_atomic(run.config, dump_config(cfg))
-        write_json_atomic(run.manifest, base_manifest(run, seed=cfg.training.seed, config_path=self.config_path))
-        console.print(f"[bold]run[/] {run.path}")
+        # New or resumed run dir; under torchrun only rank 0 writes into it (see tuneforge.train.launch).
+        from tuneforge.train.launch import prepare_run_dir
+
+        run, self.resume_checkpoint = prepare_run_dir(cfg, self.config_path, resume=self.resume, console=console)
         try:
             self._run(run)
         except BaseException as exc:
@@ -96,16 +63,17 @@ class Runner:
         return run
 
     def _run(self, run: RunDir) -> None:
-        from tuneforge.eval.compare import build_results, compare_results
         from tuneforge.integrations.quiet import drop_stdout_printer
         from tuneforge.export.merge import merge_and_save, save_adapter, save_merged
-        from tuneforge.methods import get_method, trainable_parameter_report
-        from tuneforge.models.loading import context_window, load_model, load_tokenizer
+        from tuneforge.methods import get_method
+        from tuneforge.models.loading import context_window, load_tokenizer
         from tuneforge.models.sources import resolve_model
         from tuneforge.objectives import get_objective
         from tuneforge.report.html import write_report
         from tuneforge.train.callbacks import MetricsCallback, RichProgressCallback, TokenCountingCollator
-        from tuneforge.train.data_prep import dataset_lineage, prepare_data
+        from tuneforge.train.checkpoints import CheckpointMarkerCallback
+        from tuneforge.train.data_prep import dataset_lineage
+        from tuneforge.train.launch import is_main_process
 
         cfg, console = self.cfg, self.console
 
@@ -119,7 +87,9 @@ class Runner:
         })
 
         started = time.perf_counter()
-        prepared = prepare_data(cfg.data, tokenizer, max_test_items=cfg.eval.max_items)
+        # The objective owns its data: format, rendering, masks, held-out pairs/items (tuneforge.objectives).
+        objective = get_objective(cfg.objective)
+        prepared = objective.prepare(cfg, tokenizer)
         self._timed("prepare_data_s", started)
         run.update_manifest(
             datasets=dataset_lineage(prepared.splits),
@@ -137,73 +107,74 @@ class Runner:
         )
 
         started = time.perf_counter()
-        model = load_model(resolved, cfg.model.dtype)
+        method = get_method(cfg.method)
+        # The method loads its base: most call load_model, QLoRA loads the weights quantised to 4-bit.
+        model = method.load_base(resolved, cfg.model.dtype)
         window = context_window(model.config)
         if window and cfg.data.max_length > window:
             console.print(f"[yellow]data.max_length {cfg.data.max_length} exceeds the model's context window {window}")
-        method = get_method(cfg.method)
+        model = objective.prepare_model(model)  # e.g. reward: the backbone under a score head
         model = method.apply(model)
-        params = trainable_parameter_report(model)
+        objective.after_method(model)
+        params = method.trainable_parameters(model)
         self._timed("load_model_s", started)
         console.print(f"[bold]method[/] {method.name}: {params['trainable']:,} trainable of {params['total']:,} "
                       f"parameters ({params['share']:.2%})")
         run.update_manifest(method={"name": method.name, "parameters": params})
 
         # The base is evaluated before training, through the very model object that will be trained: LoRA
-        # starts as an exact identity (B = 0), and full fine-tuning has not changed a weight yet.
+        # starts as an exact identity (B = 0), and full fine-tuning has not changed a weight yet. Adapter methods
+        # are switched off for it, since prefix/prompt tuning change outputs from the first step.
         started = time.perf_counter()
-        base_loss, base_generation = (None, None)
-        if cfg.eval.compare_base:
-            base_loss, base_generation = _evaluate(model, tokenizer, prepared, cfg, "base", console)
+        base_eval = None
+        if cfg.eval.compare_base and is_main_process():
+            with method.base_context(model) if method.has_adapter else contextlib.nullcontext():
+                base_eval = objective.evaluate(model, tokenizer, prepared, cfg, "base", console)
         self._timed("eval_base_s", started)
 
-        objective = get_objective(cfg.objective)
         progress = RichProgressCallback(console=console)
         metrics_cb = MetricsCallback(run.metrics)
         trainer = objective.build_trainer(
-            cfg, model, tokenizer, prepared.rendered["train"], prepared.rendered.get("validation", []),
-            run.checkpoints, [progress, metrics_cb],
+            cfg, model, tokenizer, prepared, run.checkpoints, [progress, metrics_cb, CheckpointMarkerCallback(run.checkpoints)],
         )
         drop_stdout_printer(trainer)
-        counter = TokenCountingCollator(trainer.data_collator)
-        trainer.data_collator = counter
-        # The dataloader is built lazily from trainer.data_collator, so swapping it here is enough.
+        # The dataloader is built lazily from trainer.data_collator, so swapping it here is enough. Online RL
+        # batches are prompt lists, not token tensors: nothing to count there.
+        counter = TokenCountingCollator(trainer.data_collator) if objective.counts_tokens else None
+        if counter is not None:
+            trainer.data_collator = counter
         progress.counter = metrics_cb.counter = counter
 
         started = time.perf_counter()
-        train_output = trainer.train()
+        train_output = trainer.train(
+            resume_from_checkpoint=str(self.resume_checkpoint) if self.resume_checkpoint else None)
         self._timed("train_s", started)
-        model = trainer.model
+        if not is_main_process():
+            return  # evaluation, exports and the report are rank 0's
+        model = objective.after_train(trainer.model)
         console.print(
             f"[bold]trained[/] {trainer.state.global_step} steps in {self.timings['train_s']:.1f} s; "
-            f"final train loss {train_output.training_loss:.4f}; padding share {counter.padding_share:.1%}"
+            f"final train loss {train_output.training_loss:.4f}"
+            + (f"; padding share {counter.padding_share:.1%}" if counter else "")
         )
         run.update_manifest(training={
+            "objective": objective.name,
             "steps": trainer.state.global_step,
             "train_loss": train_output.training_loss,
-            "padding_share": counter.padding_share,
-            "real_tokens": counter.real_tokens,
-            "trained_tokens": counter.trained_tokens,
-            "tokens_per_second": counter.real_tokens / max(self.timings["train_s"], 1e-9),
+            "padding_share": counter.padding_share if counter else None,
+            "real_tokens": counter.real_tokens if counter else None,
+            "trained_tokens": counter.trained_tokens if counter else None,
+            "tokens_per_second": counter.real_tokens / max(self.timings["train_s"], 1e-9) if counter else None,
             "learning_rate": cfg.effective_learning_rate(),
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         })
 
         started = time.perf_counter()
-        tuned_loss, tuned_generation = _evaluate(model, tokenizer, prepared, cfg, "tuned", console)
+        tuned_eval = objective.evaluate(model, tokenizer, prepared, cfg, "tuned", console)
         self._timed("eval_tuned_s", started)
 
-        results = None
-        if base_generation and tuned_generation:
-            metrics = METRIC_SETS[cfg.eval.metric]
-            comparison = compare_results(base_generation, tuned_generation, metrics=metrics,
-                                         n_resamples=cfg.eval.bootstrap_samples, seed=cfg.training.seed)
-            results = build_results(base_generation, tuned_generation, prepared.items, metrics=metrics,
-                                    comparison=comparison, base_eval_loss=base_loss, tuned_eval_loss=tuned_loss)
-        elif tuned_generation or tuned_loss:
-            results = {"models": {"tuned": {"summary": (tuned_generation or {}).get("summary", {}),
-                                             "eval_loss": tuned_loss}}}
+        results = objective.results(cfg, prepared, base_eval, tuned_eval)
         if results is not None:
             write_json_atomic(run.eval_dir / "results.json", results)
 
@@ -213,10 +184,14 @@ class Runner:
         if method.has_adapter and cfg.export.adapter:
             save_adapter(model, tokenizer, run.adapter)
             exports["adapter"] = str(run.adapter)
-        if cfg.export.merged:
+        if cfg.export.merged and not method.can_merge:
+            exports["merged_skipped"] = (f"method {method.name} adds learned inputs, not weight deltas: there is "
+                                         "nothing to merge; serve the adapter on the base model")
+            console.print(f"[yellow]merged export skipped:[/] {exports['merged_skipped']}")
+        elif cfg.export.merged:
             tokenizer_for_export = tokenizer
             if method.has_adapter:
-                merged = merge_and_save(model, tokenizer_for_export, run.merged, lineage)
+                merged = merge_and_save(model, tokenizer_for_export, run.merged, lineage, merge=method.merged_model)
                 exports["merged"] = merged["path"]
                 exports["merged_max_abs_logit_diff_vs_adapter"] = merged["max_abs_logit_diff_vs_adapter"]
             else:
@@ -244,8 +219,9 @@ def print_comparison(results: dict, console: Console) -> None:
     console.print(table)
 
 
-def train_from_config(cfg: RunConfig, *, config_path: str | None = None, console: Console | None = None) -> RunDir:
-    return Runner(cfg, config_path=config_path, console=console).run()
+def train_from_config(cfg: RunConfig, *, config_path: str | None = None, console: Console | None = None,
+                      resume: bool = False) -> RunDir:
+    return Runner(cfg, config_path=config_path, console=console, resume=resume).run()
 
 
 def results_of(run: RunDir) -> dict:
