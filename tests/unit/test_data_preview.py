@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from tuneforge.cli import data as data_cli
@@ -39,9 +38,9 @@ def test_token_pieces_keep_multibyte_characters_whole(tokenizer):
 
 
 def _app():
-    root = typer.Typer()
-    root.add_typer(data_cli.app, name="data")
-    return root
+    from tuneforge.cli.main import app
+
+    return app
 
 
 def test_cli_preview_prints_highlighted_example(tokenizer, data_file, monkeypatch):
@@ -72,5 +71,6 @@ def test_cli_preview_reports_data_errors(tmp_path, monkeypatch):
     bad.write_text('{"messages": "nope"}\n')
     monkeypatch.setattr(data_cli, "_load_tokenizer", lambda *a: pytest.fail("tokenizer loaded for invalid data"))
     result = CliRunner().invoke(_app(), ["data", "preview", str(bad)])
-    assert isinstance(result.exception, DataError)
-    assert f"{bad}:1: messages: must be a list of messages, got string" in result.exception.message
+    # The CLI turns a DataError into a message naming file, line and field, and a non-zero exit.
+    assert result.exit_code == DataError.exit_code
+    assert f"{bad}:1: messages: must be a list of messages, got string" in result.output
