@@ -53,7 +53,8 @@ def save_adapter(peft_model, tokenizer, path: Path) -> Path:
 def save_merged(model, tokenizer, path: Path, lineage: dict | None = None) -> Path:
     """Save a plain (already merged) transformers model with tokenizer, chat template and generation config."""
     tmp, commit = _atomic_dir(path)
-    model.generation_config = _generation_config(model, tokenizer)
+    if getattr(model, "generation_config", None) is not None:  # reward models (score heads) do not generate
+        model.generation_config = _generation_config(model, tokenizer)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     if lineage:
