@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from conftest import build_tiny_model
+from tests.tiny_models import build_tiny_model
 from tuneforge.config.schema import MethodConfig
 from tuneforge.errors import ConfigError
 from tuneforge.methods import METHODS, get_method

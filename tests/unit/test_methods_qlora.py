@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import build_tiny_model
+from tests.tiny_models import build_tiny_model
 from tuneforge.config.schema import MethodConfig
 from tuneforge.integrations.bnb import dequantized_weight, keep_cpu_4bit_gradients_exact, linear4bit_modules
 from tuneforge.methods import get_method

@@ -49,8 +49,11 @@ def export(
 
     Example: tuneforge export quickstart --out exported/contact-extractor
     """
+    from tuneforge.config.loader import load_config
+    from tuneforge.errors import RunError
     from tuneforge.export.merge import merge_adapter_folder
-    from tuneforge.models.loading import load_model, load_tokenizer
+    from tuneforge.methods import get_method
+    from tuneforge.models.loading import load_tokenizer
     from tuneforge.models.sources import resolve_model
     from tuneforge.runs.rundir import open_run
 
@@ -58,13 +61,18 @@ def export(
     run_dir = open_run(run, runs_dir)
     manifest = run_dir.read_manifest()
     source = (manifest.get("base_model") or {}).get("source")
-    if not source:
-        from tuneforge.errors import RunError
-
-        raise RunError(f"{run_dir.manifest}: no base_model recorded; cannot rebuild the merged model")
+    if not source or not run_dir.config.is_file():
+        raise RunError(f"{run_dir.path}: no base_model in manifest.json or no config.yaml; cannot rebuild the merge")
+    cfg = load_config(run_dir.config)
+    # The run's own method loads the base (QLoRA: the same 4-bit weights it trained on) and merges its way.
+    method = get_method(cfg.method)
+    if not method.can_merge:
+        raise RunError(f"run {run_dir.name} used method {method.name}, which learns inputs rather than weight "
+                       "deltas: there is nothing to merge", hint=f"serve {run_dir.adapter} on the base model")
     resolved = resolve_model(source)
-    tokenizer = load_tokenizer(resolved)
+    tokenizer = load_tokenizer(resolved, cfg.model.chat_template_path)
     target = out or run_dir.merged
     lineage = {"run": run_dir.name, "base_model": source, "base_weights_sha256": resolved.weights_sha256}
-    result = merge_adapter_folder(load_model(resolved), run_dir.adapter, tokenizer, target, lineage)
+    result = merge_adapter_folder(method.load_base(resolved, cfg.model.dtype), run_dir.adapter, tokenizer, target,
+                                  lineage, merge=method.merged_model)
     console.print(f"[green]merged[/] {target} (max |logit diff| vs adapter {result['max_abs_logit_diff_vs_adapter']:.2e})")

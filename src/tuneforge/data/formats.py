@@ -26,7 +26,6 @@ are collected with their file, line and field, and raised together as one DataEr
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources

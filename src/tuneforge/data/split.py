@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from tuneforge.data.text import format_lines, resolve_lines
 from tuneforge.errors import DataError
+from tuneforge.hashing import sha256_file
 
 Strategy = Literal["random", "stratified", "grouped", "time"]
 _MISSING = object()
@@ -210,13 +211,6 @@ def split_rows(
 # --- writing --------------------------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _jsonl_line(row: Mapping[str, Any]) -> bytes:
     return (json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
@@ -267,7 +261,7 @@ def write_splits(
         sha = write_atomic(path, (_jsonl_line(rows[i]) for i in idx))
         manifest[name] = {"path": str(path), "rows": len(idx), "sha256": sha}
     if source_path is not None:
-        source_sha = _sha256_file(Path(source_path))
+        source_sha = sha256_file(Path(source_path))
     else:
         h = hashlib.sha256()
         for row in rows:

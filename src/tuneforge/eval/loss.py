@@ -64,6 +64,8 @@ def eval_loss(model, examples: list[dict], *, batch_size: int = 8, progress: boo
                 attention_mask[row, : len(ids)] = 1
                 loss_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            # Prompt tuning prepends virtual-token positions to the logits; only the real tokens' tail is scored.
+            logits = logits[:, -input_ids.shape[1]:]
             # Position t's logits predict token t + 1; padding never carries loss because loss_mask is 0 there.
             targets_mask = loss_mask[:, 1:].to(logits.device)
             selected = logits[:, :-1][targets_mask].float()

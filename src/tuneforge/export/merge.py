@@ -73,14 +73,15 @@ def probe_logits(model, tokenizer, text: str = "Extract the contact as JSON.\n\n
     return logits
 
 
-def merge_adapter_folder(base_model, adapter_dir: Path, tokenizer, out_dir: Path, lineage: dict | None = None) -> dict:
+def merge_adapter_folder(base_model, adapter_dir: Path, tokenizer, out_dir: Path, lineage: dict | None = None,
+                         merge=None) -> dict:
     """Load an adapter onto `base_model`, check merged == adapter logits, and save the merged folder."""
     from peft import PeftModel
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise RunError(f"{adapter_dir}: no adapter_config.json; this run has no PEFT adapter to merge")
     peft_model = PeftModel.from_pretrained(base_model, str(adapter_dir))
-    return merge_and_save(peft_model, tokenizer, out_dir, lineage)
+    return merge_and_save(peft_model, tokenizer, out_dir, lineage, merge=merge)
 
 
 def merge_and_save(peft_model, tokenizer, out_dir: Path, lineage: dict | None = None, tolerance: float = 1e-4,

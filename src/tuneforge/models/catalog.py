@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import ModelSourceError
-from tuneforge.models.sources import cache_lock, cache_root, convert_gguf, read_marker, sha256_file, step
+from tuneforge.hashing import sha256_file
+from tuneforge.models.sources import cache_lock, cache_root, convert_gguf, read_marker, step
 
 
 @dataclass(frozen=True)

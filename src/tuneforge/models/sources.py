@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from tuneforge.errors import ModelSourceError
+from tuneforge.hashing import sha256_file
 
 MARKER_NAME = "tuneforge-source.json"
 MARKER_VERSION = 1
@@ -67,14 +68,6 @@ def step(label: str, timings: dict[str, float] | None = None, key: str | None = 
     if timings is not None and key:
         timings[key] = round(elapsed, 2)
     console.print(f"[green]done[/green] {label} ({elapsed:.1f} s)", highlight=False)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weight_files(folder: Path) -> list[Path]:

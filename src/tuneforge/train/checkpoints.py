@@ -14,7 +14,6 @@ seeded sampler is replayed and the batches already seen in the current epoch are
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,17 +23,10 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from tuneforge.errors import RunError
+from tuneforge.hashing import sha256_file
 
 MARKER_NAME = "tuneforge-complete.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:
@@ -51,7 +43,7 @@ def write_completion_marker(folder: Path, step: int) -> Path:
         # The Trainer does not fsync; without this a power loss (not a kill) could lose data the marker vouches for.
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-        files[str(path.relative_to(folder))] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        files[str(path.relative_to(folder))] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     marker = folder / MARKER_NAME
     write_json_atomic(marker, {"step": step, "files": files})
     return marker
@@ -74,7 +66,7 @@ def verify_checkpoint(folder: Path) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != expected["bytes"]:
             return f"{name} has {path.stat().st_size} bytes, the marker recorded {expected['bytes']}"
-        if _sha256(path) != expected["sha256"]:
+        if sha256_file(path) != expected["sha256"]:
             return f"{name} does not match its recorded sha256"
     return None
 
