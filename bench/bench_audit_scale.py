@@ -35,9 +35,18 @@ PII_SNIPPETS = (
 
 
 def _vocab(rng: np.random.Generator, size: int = 30000) -> list[str]:
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    lengths = rng.integers(2, 10, size)
-    return ["".join(rng.choice(letters, n)) for n in lengths]
+    """Whole English-like words of SmolLM2's vocabulary (one token each with a leading space), so a row of
+    ~225 words renders to ~300 tokens as real chat text does; random letter strings would split into ~4 tokens
+    a word and make the benchmark measure tokenising 3x more text than it claims."""
+    import json
+    from pathlib import Path
+
+    tokenizer_json = Path(__file__).resolve().parents[1] / "tests/fixtures/smollm2-tokenizer/tokenizer.json"
+    vocab = json.loads(tokenizer_json.read_text())["model"]["vocab"]
+    words = sorted(t[1:] for t in vocab if t.startswith("\u0120") and t[1:].isalpha() and t[1:].islower()
+                   and len(t) > 3)
+    picked = rng.choice(len(words), size=min(size, len(words)), replace=False)
+    return [words[i] for i in sorted(picked)]
 
 
 def _words(rng: np.random.Generator, vocab: list[str], probs: np.ndarray, n: int) -> list[str]:
