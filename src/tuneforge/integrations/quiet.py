@@ -9,6 +9,12 @@ import warnings
 
 
 def quiet_third_party_output() -> None:
+    import logging
+
+    # peft/transformers import bitsandbytes when it is installed; on CPU it logs that the optional `kernels`
+    # package (a faster 4-bit gemm) is missing. Its built-in kernels are correct, so this is noise for users.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
     import datasets
     import transformers
 
