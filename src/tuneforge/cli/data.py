@@ -129,8 +129,9 @@ def audit(
     near_threshold: float = typer.Option(0.8, "--near-threshold", min=0.01, max=1.0, help="Estimated Jaccard "
                                          "similarity at which two rows count as near duplicates."),
     ngram: int = typer.Option(13, "--ngram", min=1, help="Word n-gram size for leakage overlap."),
-    leak_min_share: float = typer.Option(0.5, "--leak-min-share", min=0.0, max=1.0, help="Share of an eval item's "
-                                         "n-grams found in one training row for the pair to be reported."),
+    leak_min_share: float = typer.Option(0.1, "--leak-min-share", min=0.0, max=1.0, help="Share of an eval item's "
+                                         "n-grams found in one training row for the pair to be reported (n-grams "
+                                         "shared by many training rows count as boilerplate, not leakage)."),
     label_field: Optional[str] = typer.Option(None, "--label-field", help="Field whose value balance to report "
                                               "(dotted, e.g. meta.category); KTO's label is used by default."),
     data_format: str = typer.Option("auto", "--format", help=_FORMAT_HELP),

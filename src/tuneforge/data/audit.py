@@ -15,6 +15,8 @@ deterministic sample of rows plus every over-length row, not on all 100k (`templ
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -102,6 +104,26 @@ class TokenCounter:
 
 def count_lengths(data: LoadedData, counter: TokenCounter, progress: bool = False) -> Lengths:
     """Lengths of every row, chunk by chunk behind one progress bar."""
+    # The CLI turns the tokenizer's thread pool off (it clashes with torch and fork during training); an audit
+    # neither trains nor forks, and batch encoding is its slowest stage, so it uses every core here.
+    with _tokenizer_parallelism():
+        return _count_lengths(data, counter, progress)
+
+
+@contextlib.contextmanager
+def _tokenizer_parallelism():
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+def _count_lengths(data: LoadedData, counter: TokenCounter, progress: bool) -> Lengths:
     parts: list[Lengths] = []
     rows = progress_iter(data.rows, total=len(data.rows), description="tokenise", enabled=progress)
     for chunk in chunked(rows, _CHUNK):
@@ -249,7 +271,8 @@ class AuditInputs:
     near_threshold: float = 0.8
     ngram: int = 13
     # A pair sharing a few 13-grams (a common instruction) is not a leak; half an eval item's n-grams is.
-    leak_min_share: float = 0.5
+    # Low on purpose: a copied passage of a few sentences is contamination even inside a long item.
+    leak_min_share: float = 0.1
     label_field: str | None = None
 
 
@@ -307,9 +330,10 @@ def run_audit(inputs: AuditInputs, *, progress: bool = False, tokenizer=None, co
     }
     if tokenizer is None and inputs.model:
         def load():
+            from transformers import AutoConfig
+
             from tuneforge.models.loading import context_window, load_tokenizer
             from tuneforge.models.sources import resolve_model
-            from transformers import AutoConfig
 
             resolved = resolve_model(inputs.model)
             return load_tokenizer(resolved), context_window(AutoConfig.from_pretrained(resolved.path))
