@@ -62,7 +62,9 @@ def evaluate(
     """
     from tuneforge.errors import ConfigError
     from tuneforge.eval.standalone import EvalOptions, evaluate_command
+    from tuneforge.integrations.quiet import quiet_third_party_output
 
+    quiet_third_party_output()
     console = Console(stderr=True)
     if judge_mode not in ("pointwise", "pairwise"):
         raise ConfigError(f"--judge-mode {judge_mode!r}: use pointwise or pairwise")
