@@ -181,6 +181,13 @@ Splits are entity-disjoint: the first names, last names, companies and cities of
 lists that share no entry with the other splits. Only the sentence templates are shared, so the test
 measures whether the model learned the extraction rather than memorised names.
 
+## Scoring
+Answers are scored exactly as generated (greedy, up to 48 new tokens, stopping at `<|im_end|>`): whole-answer exact
+match, and the share of the three fields whose values equal the reference in the answer parsed as a JSON object. An
+answer that is not a bare JSON object (prose around it, a code fence, or text after it) parses as nothing and scores
+0 on both. The untuned SmolLM2-135M-Instruct usually writes pretty-printed JSON and then keeps talking, so this
+task measures both the extraction and the format.
+
 ## Intended use and limits
 A smoke-test-sized benchmark for the tuneforge pipeline (exact match and per-field JSON accuracy).
 Templates are few and English only; scores on it say nothing about real-world extraction quality.

@@ -206,3 +206,22 @@ def test_rewards_resolve_and_score():
     assert resolve_reward("tuneforge.objectives.rewards:length_penalty")(None, ["abcd"]) == [-0.04]
     with pytest.raises(ConfigError, match="objective.rl.reward"):
         resolve_reward("no_such_module:f")
+
+
+def test_peft_causal_wrapper_still_needs_the_lent_generation_hook():
+    """If peft stops reading prepare_inputs_for_generation, integrations/peft_seqcls.py can go."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from tests.tiny_models import build_tiny_model
+    from tuneforge.integrations.peft_seqcls import lend_generation_hook
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=0)
+    lora = LoraConfig(r=2, target_modules=["q_proj"], task_type=TaskType.CAUSAL_LM)
+    with pytest.raises(AttributeError):
+        get_peft_model(LlamaForSequenceClassification(config), lora)
+    classifier = LlamaForSequenceClassification(config)
+    lend_generation_hook(classifier, build_tiny_model())
+    wrapped = get_peft_model(classifier, lora)
+    assert wrapped(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 1)

@@ -27,10 +27,10 @@ def as_reward_model(causal_lm):
     reward.score = torch.nn.Linear(config.hidden_size, 1, bias=False, dtype=dtype)
     torch.nn.init.normal_(reward.score.weight, std=config.hidden_size ** -0.5)
     reward.config.pad_token_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
-    # The PEFT methods wrap every model as TaskType.CAUSAL_LM, whose wrapper only reads this attribute at
-    # construction (forward passes input_ids/attention_mask through unchanged). Until methods pick SEQ_CLS for a
-    # classifier, the head-less generation hook keeps the wrapper constructible.
-    reward.prepare_inputs_for_generation = causal_lm.prepare_inputs_for_generation
+    # The PEFT methods wrap every model as TaskType.CAUSAL_LM (see the integration's docstring).
+    from tuneforge.integrations.peft_seqcls import lend_generation_hook
+
+    lend_generation_hook(reward, causal_lm)
     return reward
 
 
