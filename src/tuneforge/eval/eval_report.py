@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 
 from tuneforge.report.charts import MetricBars, comparison_chart
-from tuneforge.report.html import _CSS, _fmt, _items_diff, _note, _section, _table
+from tuneforge.report.html import CSS, fmt, items_diff, note, section, table
 
 MAX_ROWS = 50
 
@@ -18,31 +18,31 @@ MAX_ROWS = 50
 def _models_section(results: dict) -> str:
     models = results["models"]
     metrics = list(dict.fromkeys(m for side in models.values() for m in side["summary"]))
-    rows = [[escape(m)] + [_fmt(side["summary"].get(m)) if m in side["summary"] else "-" for side in models.values()]
+    rows = [[escape(m)] + [fmt(side["summary"].get(m)) if m in side["summary"] else "-" for side in models.values()]
             for m in metrics]
-    body = _table(["metric", *models], rows, numeric=set(range(1, len(models) + 1)))
+    body = table(["metric", *models], rows, numeric=set(range(1, len(models) + 1)))
     comp = results.get("comparison") or {}
     if comp:
         bars = [MetricBars(m, c["mean_a"], c["mean_b"], c["ci_low"], c["ci_high"]) for m, c in comp.items()]
         body += comparison_chart(bars, title="base vs tuned (whisker: 95% paired bootstrap CI of the delta)")
-        body += _table(["metric", "base", "tuned", "delta", "95% CI", "p (bootstrap)", "test", "p (test)", "n"],
-                       [[escape(m), _fmt(c["mean_a"]), _fmt(c["mean_b"]), f"{c['delta']:+.4f}",
-                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]", _fmt(c["p_value"]), escape(c["test"]),
-                         _fmt(c["test_p_value"]), str(c["n"])] for m, c in comp.items()],
+        body += table(["metric", "base", "tuned", "delta", "95% CI", "p (bootstrap)", "test", "p (test)", "n"],
+                       [[escape(m), fmt(c["mean_a"]), fmt(c["mean_b"]), f"{c['delta']:+.4f}",
+                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]", fmt(c["p_value"]), escape(c["test"]),
+                         fmt(c["test_p_value"]), str(c["n"])] for m, c in comp.items()],
                        numeric={1, 2, 3, 5, 7, 8})
     sources = "".join(f"<li>{escape(k)}: <code>{escape(str(v.get('source')))}</code></li>" for k, v in models.items())
-    return _section("Models and metrics", f"<ul>{sources}</ul>{body}", "models")
+    return section("Models and metrics", f"<ul>{sources}</ul>{body}", "models")
 
 
 def _slices_section(results: dict) -> str:
     rows = []
     for name, side in results["models"].items():
         for slice_name, values in (side.get("slices") or {}).items():
-            shown = ", ".join(f"{escape(k)} {_fmt(v)}" for k, v in values.items())
+            shown = ", ".join(f"{escape(k)} {fmt(v)}" for k, v in values.items())
             rows.append([escape(name), escape(slice_name), shown])
     if not rows:
         return ""
-    return _section("Slices", _table(["model", "slice", "metrics"], rows), "slices")
+    return section("Slices", table(["model", "slice", "metrics"], rows), "slices")
 
 
 def _labels_section(results: dict) -> str:
@@ -54,12 +54,12 @@ def _labels_section(results: dict) -> str:
         labels = report["confusion"]["labels"]
         rows = [[escape(str(labels[i]))] + [str(v) for v in row] for i, row in enumerate(report["confusion"]["matrix"])]
         parts.append(f"<h3>{escape(name)}: confusion matrix (rows: reference, columns: predicted)</h3>")
-        parts.append(_table(["reference \\ predicted", *map(str, labels)], rows, numeric=set(range(1, len(labels) + 1))))
+        parts.append(table(["reference \\ predicted", *map(str, labels)], rows, numeric=set(range(1, len(labels) + 1))))
         if report.get("calibration"):
             parts.append(report["calibration"]["svg"])  # built by label_metrics from numbers only
         else:
-            parts.append(_note(report.get("calibration_note", "no calibration data")))
-    return _section("Label task", "".join(parts), "labels") if parts else ""
+            parts.append(note(report.get("calibration_note", "no calibration data")))
+    return section("Label task", "".join(parts), "labels") if parts else ""
 
 
 def _safety_section(results: dict) -> str:
@@ -76,9 +76,9 @@ def _safety_section(results: dict) -> str:
                              f"<pre>{escape(record['prediction'][:400])}</pre>"])
     if not rows:
         return ""
-    note = _note("refusals are detected by English phrase patterns; they miss other wordings and languages "
+    caveat = note("refusals are detected by English phrase patterns; they miss other wordings and languages "
                  "(see tuneforge.eval.probes). Use the rate as a regression alarm, not a certification.")
-    return _section("Safety probes", note + _table(["probe", "model", "expected", "result", "answer"], rows), "safety")
+    return section("Safety probes", caveat + table(["probe", "model", "expected", "result", "answer"], rows), "safety")
 
 
 def _contamination_section(results: dict) -> str:
@@ -87,10 +87,10 @@ def _contamination_section(results: dict) -> str:
         return ""
     head = (f"<p>{data['n_flagged']} of {data['n_items']} items overlap <code>{escape(data['train_data'])}</code> "
             f"({data['ngram_n']}-gram or exact).</p>")
-    rows = [[escape(i), escape(v["kind"]), _fmt(v["share"]), str(v["train_line"]), escape(str(v.get("where")))]
+    rows = [[escape(i), escape(v["kind"]), fmt(v["share"]), str(v["train_line"]), escape(str(v.get("where")))]
             for i, v in list(data["items"].items())[:MAX_ROWS]]
-    body = head + (_table(["item", "kind", "share", "train line", "eval item"], rows) if rows else "")
-    return _section("Contamination", body, "contamination")
+    body = head + (table(["item", "kind", "share", "train line", "eval item"], rows) if rows else "")
+    return section("Contamination", body, "contamination")
 
 
 def _judge_section(results: dict) -> str:
@@ -98,9 +98,9 @@ def _judge_section(results: dict) -> str:
     if not judge:
         return ""
     facts = {k: v for k, v in judge.items() if k not in ("rubric",)}
-    body = f"<p>rubric: <code>{escape(judge['rubric'])}</code></p>" + _table(
-        ["field", "value"], [[escape(k), _fmt(v)] for k, v in facts.items()])
-    return _section("LLM judge", body, "judge")
+    body = f"<p>rubric: <code>{escape(judge['rubric'])}</code></p>" + table(
+        ["field", "value"], [[escape(k), fmt(v)] for k, v in facts.items()])
+    return section("LLM judge", body, "judge")
 
 
 def _task_items_section(results: dict) -> str:
@@ -116,21 +116,21 @@ def _task_items_section(results: dict) -> str:
     if not rows:
         return ""
     shown = f"<p class=\"muted\">first {len(rows)} task items</p>"
-    return _section("Task items", shown + _table(["id", "prompt", "reference", *models], rows), "task-items")
+    return section("Task items", shown + table(["id", "prompt", "reference", *models], rows), "task-items")
 
 
 def render_eval_report(results: dict) -> str:
     title = f"tuneforge eval: {results.get('task')}"
-    notes = "".join(_note(n) for n in results.get("notes") or [])
+    notes = "".join(note(n) for n in results.get("notes") or [])
     parts = [_models_section(results), _slices_section(results), _labels_section(results),
              _safety_section(results), _contamination_section(results), _judge_section(results),
              _task_items_section(results)]
     if "base" in results["models"]:
         task_items = [i for i in results["items"] if "base" in i and "tuned" in i]
-        parts.append(_section("Items where the models differ most",
-                              _items_diff(task_items, results.get("headline_metric")), "items"))
+        parts.append(section("Items where the models differ most",
+                              items_diff(task_items, results.get("headline_metric")), "items"))
     return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><header><h1>{escape(title)}</h1>"
+            f"<style>{CSS}</style></head><body><header><h1>{escape(title)}</h1>"
             f"<p>{results['n_items']} items</p></header><main>{notes}{''.join(parts)}</main></body></html>")
 
 

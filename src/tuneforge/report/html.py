@@ -18,7 +18,7 @@ from tuneforge.report.charts import PALETTE, MetricBars, Series, comparison_char
 
 ITEMS_EACH_WAY = 10
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#111827;background:#f9fafb;line-height:1.45}
 header{background:#111827;color:#f9fafb;padding:20px 32px}header h1{margin:0 0 4px;font-size:22px}
 header p{margin:0;color:#d1d5db}main{max-width:1100px;margin:0 auto;padding:8px 32px 48px}
@@ -39,7 +39,7 @@ class _Missing:
         self.message = message
 
 
-def _note(message: str) -> str:
+def note(message: str) -> str:
     return f'<p class="note">{escape(message)}</p>'
 
 
@@ -83,7 +83,7 @@ def _read_jsonl(path: Path) -> tuple[list[dict], int] | _Missing:
     return records, bad
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:
         return escape(str(value))
     if isinstance(value, float):
@@ -93,7 +93,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return escape(str(value))
 
 
-def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+def table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
     """A table from already-escaped cell HTML; columns in `numeric` are right-aligned."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
@@ -105,10 +105,10 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozens
 
 
 def _key_value_table(mapping: dict) -> str:
-    return _table(["field", "value"], [[escape(str(k)), _fmt(v)] for k, v in mapping.items()])
+    return table(["field", "value"], [[escape(str(k)), fmt(v)] for k, v in mapping.items()])
 
 
-def _section(title: str, body: str, anchor: str) -> str:
+def section(title: str, body: str, anchor: str) -> str:
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
 
 
@@ -137,14 +137,14 @@ def _signed(value: float) -> str:
 
 def _evaluation_section(results: Any) -> str:
     if isinstance(results, _Missing):
-        return _section("Evaluation: base vs tuned", _note(f"eval/{results.message}"), "evaluation")
+        return section("Evaluation: base vs tuned", note(f"eval/{results.message}"), "evaluation")
     if not isinstance(results, dict):
-        return _section("Evaluation: base vs tuned", _note("eval/results.json is not a JSON object."), "evaluation")
+        return section("Evaluation: base vs tuned", note("eval/results.json is not a JSON object."), "evaluation")
     metrics = list(results.get("metrics") or [])
     headline = results.get("headline_metric") or (metrics[0] if metrics else None)
     models = results.get("models") or {}
     comparison = results.get("comparison") or {}
-    parts = [f'<p>{_fmt(results.get("n_items", "?"))} items; headline metric: '
+    parts = [f'<p>{fmt(results.get("n_items", "?"))} items; headline metric: '
              f'<strong>{escape(str(headline))}</strong>.</p>']
 
     rows, bars = [], []
@@ -155,16 +155,16 @@ def _evaluation_section(results: Any) -> str:
         if isinstance(paired, dict):
             level = f'{round(100 * float(paired.get("confidence", 0.95)))}%'
             interval = f'[{paired["ci_low"]:+.4f}, {paired["ci_high"]:+.4f}] ({level})'
-            rows.append([escape(metric), _fmt(paired["mean_a"]), _fmt(paired["mean_b"]), _signed(paired["delta"]),
-                         interval, f'{paired["p_value"]:.4f}', _fmt(paired["n"])])
+            rows.append([escape(metric), fmt(paired["mean_a"]), fmt(paired["mean_b"]), _signed(paired["delta"]),
+                         interval, f'{paired["p_value"]:.4f}', fmt(paired["n"])])
             bars.append(MetricBars(metric, paired["mean_a"], paired["mean_b"], paired["ci_low"], paired["ci_high"]))
         else:
-            rows.append([escape(metric), _fmt(base), _fmt(tuned), "n/a", "n/a (no comparison)", "n/a", ""])
+            rows.append([escape(metric), fmt(base), fmt(tuned), "n/a", "n/a (no comparison)", "n/a", ""])
     if rows:
-        parts.append(_table(["metric", "base", "tuned", "delta (tuned - base)", "confidence interval", "p", "n"], rows,
+        parts.append(table(["metric", "base", "tuned", "delta (tuned - base)", "confidence interval", "p", "n"], rows,
                             numeric={1, 2, 3, 5, 6}))
     else:
-        parts.append(_note("results.json lists no metrics."))
+        parts.append(note("results.json lists no metrics."))
     if bars:
         parts.append(comparison_chart(bars, title="Base vs tuned per metric"))
 
@@ -177,18 +177,18 @@ def _evaluation_section(results: Any) -> str:
         loss = entry.get("eval_loss")
         model_rows.append([
             label,
-            _fmt(loss.get("loss")) if isinstance(loss, dict) else "n/a",
-            _fmt(loss.get("perplexity"), 2) if isinstance(loss, dict) else "n/a",
-            _fmt(entry.get("seconds"), 1),
-            _fmt(entry.get("items_per_second"), 2),
+            fmt(loss.get("loss")) if isinstance(loss, dict) else "n/a",
+            fmt(loss.get("perplexity"), 2) if isinstance(loss, dict) else "n/a",
+            fmt(entry.get("seconds"), 1),
+            fmt(entry.get("items_per_second"), 2),
         ])
-    parts.append("<h3>Models</h3>" + _table(["model", "eval loss", "perplexity", "generation s", "items/s"],
+    parts.append("<h3>Models</h3>" + table(["model", "eval loss", "perplexity", "generation s", "items/s"],
                                              model_rows, numeric={1, 2, 3, 4}))
-    parts.append(_items_diff(results.get("items") or [], headline))
-    return _section("Evaluation: base vs tuned", "".join(parts), "evaluation")
+    parts.append(items_diff(results.get("items") or [], headline))
+    return section("Evaluation: base vs tuned", "".join(parts), "evaluation")
 
 
-def _items_diff(items: list, metric: str | None) -> str:
+def items_diff(items: list, metric: str | None) -> str:
     """The items where tuned gained most over base and where it lost most, on the headline metric."""
     scored = []
     for item in items:
@@ -198,7 +198,7 @@ def _items_diff(items: list, metric: str | None) -> str:
             continue
         scored.append((gain, str(item.get("id")), item))
     if not scored:
-        return "<h3>Items</h3>" + _note("no per-item results with both base and tuned scores to compare.")
+        return "<h3>Items</h3>" + note("no per-item results with both base and tuned scores to compare.")
     improved = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))[:ITEMS_EACH_WAY]
     regressed = sorted((s for s in scored if s[0] < 0), key=lambda s: (s[0], s[1]))[:ITEMS_EACH_WAY]
     out = []
@@ -217,23 +217,23 @@ def _items_diff(items: list, metric: str | None) -> str:
                 f"<pre>{escape(str(item['tuned'].get('prediction', '')))}</pre>",
                 _signed(gain),
             ])
-        out.append(_table(["id", "prompt", "reference", "base", "tuned", "gain"], rows, numeric={5}))
+        out.append(table(["id", "prompt", "reference", "base", "tuned", "gain"], rows, numeric={5}))
     return "".join(out)
 
 
 def _training_section(metrics: Any) -> str:
     title = "Training curves"
     if isinstance(metrics, _Missing):
-        return _section(title, _note(metrics.message), "training")
+        return section(title, note(metrics.message), "training")
     records, bad = metrics
     train = [(r["step"], r["loss"]) for r in records if _is_num(r.get("step")) and _is_num(r.get("loss"))]
     evals = [(r["step"], r["eval_loss"]) for r in records if _is_num(r.get("step")) and _is_num(r.get("eval_loss"))]
     parts = []
     if bad:
-        parts.append(_note(f"{bad} line(s) of metrics.jsonl could not be parsed and were skipped."))
+        parts.append(note(f"{bad} line(s) of metrics.jsonl could not be parsed and were skipped."))
     if not train and not evals:
-        parts.append(_note("metrics.jsonl holds no loss values."))
-        return _section(title, "".join(parts), "training")
+        parts.append(note("metrics.jsonl holds no loss values."))
+        return section(title, "".join(parts), "training")
     parts.append(line_chart(
         [Series("train loss", train, PALETTE[0]), Series("eval loss", evals, PALETTE[1], markers=True)],
         title="Loss by optimizer step", x_label="step", y_label="loss",
@@ -251,7 +251,7 @@ def _training_section(metrics: Any) -> str:
     if elapsed:
         summary["elapsed"] = f"{max(elapsed):.1f} s"
     parts.append(_key_value_table(summary))
-    return _section(title, "".join(parts), "training")
+    return section(title, "".join(parts), "training")
 
 
 def _is_num(value: Any) -> bool:
@@ -261,9 +261,9 @@ def _is_num(value: Any) -> bool:
 def _lineage_section(manifest: Any) -> str:
     title = "Lineage"
     if isinstance(manifest, _Missing):
-        return _section(title, _note(manifest.message), "lineage")
+        return section(title, note(manifest.message), "lineage")
     if not isinstance(manifest, dict):
-        return _section(title, _note("manifest.json is not a JSON object."), "lineage")
+        return section(title, note("manifest.json is not a JSON object."), "lineage")
     nested = {"base_model", "datasets", "packages", "hardware"}
     parts = ["<h3>Run</h3>", _key_value_table({k: v for k, v in manifest.items() if k not in nested})]
     if isinstance(manifest.get("base_model"), dict):
@@ -273,20 +273,20 @@ def _lineage_section(manifest: Any) -> str:
         rows = []
         for split, info in datasets.items():
             info = info if isinstance(info, dict) else {"path": info}
-            rows.append([escape(str(split)), _fmt(info.get("path")), f"<code>{_fmt(info.get('sha256'))}</code>",
-                         _fmt(info.get("rows"))])
-        parts += ["<h3>Datasets</h3>", _table(["split", "path", "sha256", "rows"], rows, numeric={3})]
+            rows.append([escape(str(split)), fmt(info.get("path")), f"<code>{fmt(info.get('sha256'))}</code>",
+                         fmt(info.get("rows"))])
+        parts += ["<h3>Datasets</h3>", table(["split", "path", "sha256", "rows"], rows, numeric={3})]
     for key, heading in (("hardware", "Hardware"), ("packages", "Packages")):
         if isinstance(manifest.get(key), dict) and manifest[key]:
             parts += [f"<h3>{heading}</h3>", _key_value_table(dict(sorted(manifest[key].items())) if key == "packages"
                                                              else manifest[key])]
-    return _section(title, "".join(parts), "lineage")
+    return section(title, "".join(parts), "lineage")
 
 
 def _config_section(config: Any) -> str:
     if isinstance(config, _Missing):
-        return _section("Resolved config", _note(config.message), "config")
-    return _section("Resolved config", f"<pre>{escape(config)}</pre>", "config")
+        return section("Resolved config", note(config.message), "config")
+    return section("Resolved config", f"<pre>{escape(config)}</pre>", "config")
 
 
 def render_report(run_dir: Path) -> str:
@@ -303,7 +303,7 @@ def render_report(run_dir: Path) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>tuneforge report: {escape(str(title))}</title><style>{_CSS}</style></head>"
+        f"<title>tuneforge report: {escape(str(title))}</title><style>{CSS}</style></head>"
         f"<body>{_header(run_dir, manifest)}<main>{body}</main></body></html>\n"
     )
 
