@@ -32,7 +32,7 @@ SPECS = {
 def child(label: str, steps: int, batch_size: int) -> dict:
     import torch
 
-    from tuneforge.config.schema import DataConfig, MethodConfig, RunConfig
+    from tuneforge.config.schema import DataConfig, RunConfig
     from tuneforge.methods import get_method
     from tuneforge.models.loading import load_tokenizer
     from tuneforge.models.sources import resolve_model
@@ -49,17 +49,11 @@ def child(label: str, steps: int, batch_size: int) -> dict:
     model = method.apply(method.load_base(resolved, "float32"))
     params = method.trainable_parameters(model)
 
+    from tuneforge.eval.loss import right_pad
+
     def batch(rows):
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-        labels = torch.full((len(rows), width), -100)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            ids[i, :n] = torch.tensor(row["input_ids"])
-            mask[i, :n] = 1
-            labels[i, :n] = torch.where(torch.tensor(row["assistant_masks"]) == 1, ids[i, :n], -100)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        ids, mask, trained = right_pad([(r["input_ids"], r["assistant_masks"]) for r in rows], tokenizer.pad_token_id)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.where(trained, ids, -100)}
 
     @torch.no_grad()
     def loss_on(rows):

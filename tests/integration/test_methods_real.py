@@ -31,16 +31,10 @@ def quickstart(real_model_dir):
 
 
 def padded(rows, pad_id: int):
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        ids[i, :n] = torch.tensor(row["input_ids"])
-        mask[i, :n] = 1
-        labels[i, :n] = torch.where(torch.tensor(row["assistant_masks"]) == 1, ids[i, :n], -100)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    from tuneforge.eval.loss import right_pad
+
+    ids, mask, trained = right_pad([(r["input_ids"], r["assistant_masks"]) for r in rows], pad_id)
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.where(trained, ids, -100)}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -129,3 +129,17 @@ def test_skip_invalid_collects_rejected_rows(tmp_path):
     assert data.rejected[1]["reasons"] == ["not valid UTF-8 (byte 0xe9 at column 14)"]
     assert data.rejected[2] == {"line": 4, "reasons": ["text: is empty"], "row": {"text": ""}}
     assert data.rejected[3]["reasons"] == ["row format prompt_completion differs from the file's majority format text"]
+
+
+@pytest.mark.parametrize("prefix, good", [("quickstart:", "test.jsonl"), ("samples:", "preference-test.jsonl")])
+def test_bundled_prefixes_resolve_and_name_what_exists(prefix, good):
+    from tuneforge.data.formats import load_dataset_file, resolve_data_path
+
+    assert resolve_data_path(prefix + good).is_file()
+    assert len(load_dataset_file(prefix + good)) > 0
+    with pytest.raises(DataError) as info:
+        resolve_data_path(prefix + "nope.jsonl")
+    assert f"bundled dataset '{prefix}nope.jsonl' does not exist" in info.value.message
+    assert prefix + good in info.value.hint
+    with pytest.raises(DataError):
+        resolve_data_path(prefix + "../quickstart/train.jsonl")

@@ -47,6 +47,9 @@ FORMATS = ("chat", "alpaca", "prompt_completion", "preference", "kto", "text")
 ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = ("role", "content", "weight")
 QUICKSTART_PREFIX = "quickstart:"
+#: Prefixes naming data bundled with the package -> their folder under tuneforge/assets. `samples:` holds the
+#: preference/kto/text/multitask samples derived from the quickstart task (scripts/make_objective_samples.py).
+BUNDLED_PREFIXES = {QUICKSTART_PREFIX: "quickstart", "samples:": "samples"}
 MAX_SHOWN_PROBLEMS = 50
 
 _FORMAT_HINT = (
@@ -107,8 +110,12 @@ class _Problems:
 # ---------------------------------------------------------------------------------------------- paths
 
 
-def _quickstart_files() -> list[str]:
-    root = resources.files("tuneforge").joinpath("assets", "quickstart")
+def is_bundled(path: str) -> bool:
+    return isinstance(path, str) and path.startswith(tuple(BUNDLED_PREFIXES))
+
+
+def _bundled_files(folder: str) -> list[str]:
+    root = resources.files("tuneforge").joinpath("assets", folder)
     try:
         return sorted(p.name for p in root.iterdir() if p.name.endswith((".jsonl", ".json")))
     except (FileNotFoundError, NotADirectoryError):
@@ -118,21 +125,22 @@ def _quickstart_files() -> list[str]:
 def resolve_data_path(path: str) -> Path:
     """Turn a user's data reference into an existing file path.
 
-    ``quickstart:NAME`` refers to the dataset bundled with the package, so the quickstart works from any
+    ``quickstart:NAME`` and ``samples:NAME`` refer to data bundled with the package, so they work from any
     working directory and from an installed wheel.
     """
     if not isinstance(path, str) or not path.strip():
         raise DataError("data path is empty", hint="give a JSONL file path or e.g. `quickstart:train.jsonl`")
-    if path.startswith(QUICKSTART_PREFIX):
-        name = path[len(QUICKSTART_PREFIX):]
-        available = _quickstart_files()
-        # A bare name only: a path separator would let `quickstart:` reach outside the bundled folder.
+    if is_bundled(path):
+        prefix = next(p for p in BUNDLED_PREFIXES if path.startswith(p))
+        folder, name = BUNDLED_PREFIXES[prefix], path[len(prefix):]
+        available = _bundled_files(folder)
+        # A bare name only: a path separator would let the prefix reach outside the bundled folder.
         if name not in available:
             raise DataError(
                 f"bundled dataset {path!r} does not exist",
-                hint="available: " + (", ".join(QUICKSTART_PREFIX + n for n in available) or "none (broken install?)"),
+                hint="available: " + (", ".join(prefix + n for n in available) or "none (broken install?)"),
             )
-        resolved = Path(str(resources.files("tuneforge").joinpath("assets", "quickstart", name)))
+        resolved = Path(str(resources.files("tuneforge").joinpath("assets", folder, name)))
         if not resolved.is_file():
             raise DataError(
                 f"bundled dataset {path!r} is not a plain file at {resolved}",

@@ -37,6 +37,19 @@ def _validated(examples: list[dict]) -> list[tuple[list[int], list[int]]]:
     return rows
 
 
+def right_pad(rows: list[tuple[list[int], list[int]]], pad_id: int = 0):
+    """(ids, loss mask) pairs -> right-padded (input_ids, attention_mask, loss_mask) tensors."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for row, (ids, mask) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        loss_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
+    return input_ids, attention_mask, loss_mask
+
+
 def eval_loss(model, examples: list[dict], *, batch_size: int = 8, progress: bool = True) -> dict:
     """Mean cross-entropy (nats per token) over masked tokens -> {"loss", "perplexity", "tokens"}.
 
@@ -54,15 +67,7 @@ def eval_loss(model, examples: list[dict], *, batch_size: int = 8, progress: boo
     with eval_mode(model), torch.no_grad(), make_progress(progress) as bar:
         task = bar.add_task("eval loss", total=len(rows))
         for batch_indices in length_sorted_batches([ids for ids, _ in rows], batch_size):
-            width = max(len(rows[i][0]) for i in batch_indices)
-            input_ids = torch.zeros((len(batch_indices), width), dtype=torch.long)
-            attention_mask = torch.zeros_like(input_ids)
-            loss_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            for row, index in enumerate(batch_indices):
-                ids, mask = rows[index]
-                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, : len(ids)] = 1
-                loss_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.bool)
+            input_ids, attention_mask, loss_mask = right_pad([rows[i] for i in batch_indices])
             logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
             # Prompt tuning prepends virtual-token positions to the logits; only the real tokens' tail is scored.
             logits = logits[:, -input_ids.shape[1]:]

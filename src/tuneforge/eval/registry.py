@@ -85,6 +85,8 @@ REGISTRY.update({
 
 #: Label metrics that have a per-item score (and so a paired comparison).
 LABEL_ITEM_METRICS = ("accuracy",)
+#: Names that stand for several metrics (config `eval.metric`, `tuneforge eval --metric`); the first is the headline.
+METRIC_SETS = {"exact_match": ["exact_match"], "json_fields": ["json_fields"], "both": ["json_fields", "exact_match"]}
 
 
 def get(name: str) -> MetricInfo:

@@ -27,7 +27,6 @@ from rich.console import Console
 from tuneforge.errors import ConfigError, TuneforgeError
 from tuneforge.eval import registry
 
-LEGACY_METRIC_SETS = {"both": ["json_fields", "exact_match"]}
 PROBE_TOKENS = 64
 GENERAL_TOKENS = 24
 
@@ -321,7 +320,7 @@ def evaluate_command(opts: EvalOptions, console: Console) -> dict:
     from tuneforge.runs.rundir import write_json_atomic
 
     if opts.metrics:
-        opts.metrics = [m for name in opts.metrics for m in LEGACY_METRIC_SETS.get(name, [name])]
+        opts.metrics = [m for name in opts.metrics for m in registry.METRIC_SETS.get(name, [name])]
         for name in opts.metrics:
             registry.get(name)
     if opts.data and opts.task:

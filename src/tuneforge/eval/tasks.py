@@ -130,14 +130,14 @@ def _slice_value(value: Any, where: str, field: str) -> str:
 
 def items_from_task(spec: TaskSpec, task_path: str | Path | None) -> list[dict]:
     """The task's items; every row problem is a DataError naming file, line and field."""
-    from tuneforge.data.formats import QUICKSTART_PREFIX, resolve_data_path
+    from tuneforge.data.formats import is_bundled, resolve_data_path
 
     if spec.prompt is None:
-        return items_from_dataset(spec.data if spec.data.startswith(QUICKSTART_PREFIX) or task_path is None
+        return items_from_dataset(spec.data if is_bundled(spec.data) or task_path is None
                                   else str(Path(task_path).parent / spec.data),
                                   slice_field=spec.slice_field, system_prompt=spec.system_prompt)
     base = Path(task_path).parent if task_path else Path(".")
-    data_path = resolve_data_path(spec.data) if spec.data.startswith(QUICKSTART_PREFIX) else base / spec.data
+    data_path = resolve_data_path(spec.data) if is_bundled(spec.data) else base / spec.data
     shown = str(data_path)
     fields = template_fields(spec.prompt, "task")
     items, seen = [], set()

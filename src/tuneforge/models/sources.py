@@ -21,6 +21,7 @@ from typing import Literal
 
 from tuneforge.errors import ModelSourceError
 from tuneforge.hashing import sha256_file
+from tuneforge.runs.rundir import package_versions
 
 MARKER_NAME = "tuneforge-source.json"
 MARKER_VERSION = 1
@@ -28,6 +29,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # fp32 -> safetensors -> fp32 is bit-exact; the tolerance only absorbs kernel-order noise between two loads.
 LOGITS_TOLERANCE = 1e-5
 LOCK_TIMEOUT_S = 3600
+#: Versions recorded in a converted folder's marker: what produced its weights.
+CONVERSION_PACKAGES = ("transformers", "torch", "gguf", "tuneforge")
 
 SourceKind = Literal["catalog", "folder", "gguf", "hub"]
 
@@ -198,18 +201,6 @@ def build_cache_folder(
 # ----------------------------------------------------------------------------------------------- GGUF
 
 
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for name in ("transformers", "torch", "gguf", "tuneforge"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
-
-
 def convert_gguf(
     gguf_path: Path,
     dest: Path,
@@ -254,7 +245,7 @@ def convert_gguf(
             f"over {verification['probe_tokens']} probe tokens (tolerance {LOGITS_TOLERANCE:g})",
             highlight=False,
         )
-        versions = package_versions()
+        versions = package_versions(CONVERSION_PACKAGES)
         return {
             "origin": {
                 **(origin or {}),

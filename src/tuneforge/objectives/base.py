@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METRIC_SETS = {"exact_match": ["exact_match"], "json_fields": ["json_fields"], "both": ["json_fields", "exact_match"]}
+from tuneforge.eval.registry import METRIC_SETS
 
 
 def trainer_arguments(run_cfg, output_dir: Path, *, has_eval: bool, world_size: int = 1) -> dict:

@@ -29,12 +29,13 @@ class MultitaskObjective(SFTObjective):
 
     def prepare(self, run_cfg, tokenizer):
         from tuneforge.data.mix import MixSource, mix_datasets
-        from tuneforge.train.data_prep import PreparedData, load_file, prepare_data
+        from tuneforge.data.formats import load_dataset_file
+        from tuneforge.train.data_prep import PreparedData, prepare_data
 
         data_cfg = run_cfg.data
         per_task, splits = {}, {}
         for task in self._tasks(data_cfg):
-            task_splits = {s: load_file(task[s], data_cfg.format) for s in ("train", "validation", "test") if task[s]}
+            task_splits = {s: load_dataset_file(task[s], data_cfg.format) for s in ("train", "validation", "test") if task[s]}
             for loaded in task_splits.values():
                 for row in loaded.rows:
                     row["meta"] = {**(row.get("meta") or {}), "task": task["name"]}

@@ -313,9 +313,9 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    from tuneforge.runs.rundir import write_text_atomic
+
     path = run_dir / "report.html"
     # Write then rename, so a viewer never opens a half-written report.
-    partial = path.with_suffix(".html.tmp")
-    partial.write_text(render_report(run_dir), encoding="utf-8")
-    partial.replace(path)
+    write_text_atomic(path, render_report(run_dir))
     return path

@@ -55,16 +55,13 @@ class RunDir:
 
 def write_json_atomic(path: Path, payload) -> None:
     """Write JSON via a temp file + rename so a crash never leaves a half-written file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -99,9 +96,10 @@ def open_run(ref: str | Path, runs_root: str | Path = "runs") -> RunDir:
                    hint="`tuneforge runs ls` lists the runs")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names=TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed versions of `names`; packages that are not installed are left out."""
     versions = {}
-    for name in TRACKED_PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -2,15 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tuneforge.errors import DataError
-
-
-SAMPLES_PREFIX = "samples:"
-#: Formats an objective reads; `auto` in the config means "the objective's own format" for these.
-OBJECTIVE_FORMATS = ("preference", "kto", "text")
-_REQUIRED = {"preference": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"), "text": ("text",)}
 
 
 @dataclass
@@ -25,76 +18,16 @@ class PreparedData:
     extra: dict = field(default_factory=dict)  # objective-specific (pairs for accuracy, per-task rows, mixture manifest)
 
 
-def resolve_path(path: str) -> str:
-    """`samples:NAME` -> the bundled sample file (preference/kto/text data derived from the quickstart task)."""
-    if isinstance(path, str) and path.startswith(SAMPLES_PREFIX):
-        from importlib import resources
-
-        name = path[len(SAMPLES_PREFIX):]
-        root = Path(str(resources.files("tuneforge").joinpath("assets", "samples")))
-        available = sorted(p.name for p in root.glob("*.jsonl")) if root.is_dir() else []
-        if name not in available:
-            raise DataError(f"bundled sample {path!r} does not exist",
-                            hint="available: " + (", ".join(SAMPLES_PREFIX + n for n in available) or "none"))
-        return str(root / name)
-    return path
-
-
-def load_file(path: str, fmt: str = "auto"):
-    """load_dataset_file, plus the objective formats while `tuneforge.data.formats` does not know them yet."""
-    from tuneforge.data import formats
-
-    path = resolve_path(path)
-    if fmt in OBJECTIVE_FORMATS and fmt not in formats.FORMATS:
-        return _load_objective_format(path, fmt)
-    return formats.load_dataset_file(path, fmt)
-
-
-def _load_objective_format(path: str, fmt: str):
-    # Interim reader for the preference/kto/text contract; data/formats.py takes over once it lists these formats.
-    import hashlib
-    import json
-
-    from tuneforge.data.formats import LoadedData, resolve_data_path
-
-    resolved = resolve_data_path(path)
-    raw = resolved.read_bytes()
-    rows, lines, problems = [], [], []
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{number}: invalid JSON ({exc.msg})")
-            continue
-        missing = [k for k in _REQUIRED[fmt] if not isinstance(obj, dict) or k not in obj]
-        if missing:
-            problems.append(f"{path}:{number}: {', '.join(missing)}: missing for format {fmt}")
-            continue
-        if fmt == "kto" and not isinstance(obj["label"], bool):
-            problems.append(f"{path}:{number}: label: must be true or false")
-            continue
-        row = {k: obj[k] for k in _REQUIRED[fmt]}
-        row["meta"] = {k: v for k, v in obj.items() if k not in _REQUIRED[fmt]}
-        rows.append(row)
-        lines.append(number)
-    if problems:
-        raise DataError(f"{len(problems)} problem(s) in {path}:\n  " + "\n  ".join(problems[:50]))
-    if not rows:
-        raise DataError(f"{path} holds no rows")
-    return LoadedData(path=str(path), format=fmt, rows=rows, line_numbers=lines,
-                      sha256=hashlib.sha256(raw).hexdigest())
-
-
 def load_splits(data_cfg, fmt: str | None = None) -> dict:
     """Every configured split; `fmt` (the objective's own format) replaces a config format of `auto`."""
+    from tuneforge.data.formats import load_dataset_file
+
     fmt = data_cfg.format if data_cfg.format != "auto" or fmt is None else fmt
-    splits = {"train": load_file(data_cfg.train, fmt)}
+    splits = {"train": load_dataset_file(data_cfg.train, fmt)}
     for name in ("validation", "test"):
         path = getattr(data_cfg, name)
         if path:
-            splits[name] = load_file(path, fmt)
+            splits[name] = load_dataset_file(path, fmt)
     return splits
 
 

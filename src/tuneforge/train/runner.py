@@ -13,7 +13,6 @@ Steps, each leaving its artifact in the run directory before the next starts:
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 
 from rich.console import Console
@@ -222,7 +221,3 @@ def train_from_config(cfg: RunConfig, *, config_path: str | None = None, console
                       resume: bool = False) -> RunDir:
     return Runner(cfg, config_path=config_path, console=console, resume=resume).run()
 
-
-def results_of(run: RunDir) -> dict:
-    path = run.eval_dir / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
