@@ -79,3 +79,20 @@ def test_every_example_config_validates_and_starts_with_its_command(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# tuneforge "), f"{path} must start with the command that runs it"
     load_config(path)
+
+
+def test_cli_messages_keep_long_paths_whole(tmp_path):
+    """Output that is not a terminal is 80 columns wide; a path in a message must not be split across lines."""
+    from typer.testing import CliRunner
+
+    from tuneforge.cli.main import app
+
+    deep = tmp_path / ("a-directory-name-long-enough-to-cross-the-eighty-column-boundary-" * 2) / "run.yaml"
+    deep.parent.mkdir(parents=True)
+    deep.write_text("data:\n  train: a.jsonl\ntraining:\n  learing_rate: 0.1\n")
+    result = CliRunner().invoke(app, ["config", "validate", str(deep)])
+    assert result.exit_code == 2
+    assert f"{deep}:4: training.learing_rate: unknown key" in result.output
+    # A plain message (not an error) goes through the same console.
+    result = CliRunner().invoke(app, ["runs", "ls", "--runs-dir", str(deep.parent)])
+    assert result.exit_code == 0 and f"no runs under {deep.parent}" in result.output

@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from tuneforge.console import make_console
 
 app = typer.Typer(help="Check run configs and show every option with its description.", no_args_is_help=True)
 
@@ -22,7 +23,7 @@ def validate(
     cfg = load_config(config, overrides or [])
     if show:
         typer.echo(dump_config(cfg))
-    Console(stderr=True).print(f"[green]ok[/] {config}: valid ({cfg.method.name} + {cfg.objective.name})")
+    make_console().print(f"[green]ok[/] {config}: valid ({cfg.method.name} + {cfg.objective.name})")
 
 
 def _walk(model_cls, prefix: str = ""):
@@ -51,4 +52,4 @@ def schema() -> None:
         table.add_column(column, overflow="fold")
     for row in _walk(RunConfig):
         table.add_row(*row)
-    Console().print(table)
+    make_console(stderr=False).print(table)

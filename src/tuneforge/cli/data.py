@@ -12,6 +12,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from tuneforge.console import make_console
+
 _HELP = "Datasets: validate, audit, clean, split, mix, convert, and preview how rows render."
 app = typer.Typer(help=_HELP, no_args_is_help=True)
 _FORMAT_HELP = "Row format: auto, chat, alpaca, prompt_completion, preference, kto or text."
@@ -56,14 +58,14 @@ def preview(
     loaded = load_dataset_file(data, data_format)
     tokenizer = _load_tokenizer(model, chat_template)
     shown = build_preview(loaded, tokenizer, index=index, max_length=max_length, train_on=train_on)
-    Console().print(preview_renderable(loaded, shown, train_on, max_length))
+    make_console(stderr=False).print(preview_renderable(loaded, shown, train_on, max_length))
 
 
 # ------------------------------------------------------------------------------------------ shared bits
 
 
 def _console() -> Console:
-    return Console(stderr=True)
+    return make_console()
 
 
 def _rejected_path(out: str) -> Path:
@@ -157,7 +159,7 @@ def audit(
 
 
 def _print_audit(report: dict, folder: Path) -> None:
-    console = Console()
+    console = make_console(stderr=False)
     src = report["sources"]["train"]
     console.print(f"[bold]{src['path']}[/]: {src['rows']} {src['format']} rows")
     tokens = report.get("tokens")
@@ -212,8 +214,8 @@ def clean(
                         tokenizer=tokenizer, progress=True)
     paths = write_clean(result, out)
     s = result.summary
-    Console().print(f"{s['rows_in']} rows in, {s['rows_out']} out; removed {s['removed'] or 'none'}; "
-                    f"changed {s['changed'] or 'none'}\n-> {paths['output']}\nlog: {paths['log']}")
+    make_console(stderr=False).print(f"{s['rows_in']} rows in, {s['rows_out']} out; "
+                                     f"removed {s['removed'] or 'none'}; changed {s['changed'] or 'none'}\n-> {paths['output']}\nlog: {paths['log']}")
 
 
 def _parse_ratios(text: str) -> dict[str, float]:

@@ -6,6 +6,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from tuneforge.console import make_console
+
 
 def _split(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
@@ -65,7 +67,7 @@ def evaluate(
     from tuneforge.integrations.quiet import quiet_third_party_output
 
     quiet_third_party_output()
-    console = Console(stderr=True)
+    console = make_console()
     if judge_mode not in ("pointwise", "pairwise"):
         raise ConfigError(f"--judge-mode {judge_mode!r}: use pointwise or pairwise")
     opts = EvalOptions(

@@ -11,11 +11,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from tuneforge.console import make_console
 from tuneforge.errors import TuneforgeError
-from tuneforge.eval.gates import ResultsError, evaluate_gates, known_metric_names, load_gate_file
+from tuneforge.eval.gates import (
+    ResultsError,
+    evaluate_gates,
+    known_metric_names,
+    load_gate_file,
+)
 
 app = typer.Typer(
     help="Check eval results against release gates (exit 0 pass, 1 a gate failed, 2 bad gate/results file).",
@@ -45,7 +50,7 @@ def gate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the outcomes as JSON to this path (for CI)."),
 ) -> None:
     """Evaluate every gate; bounded metrics are fractions and thresholds above 1 are percentage points."""
-    console = Console()
+    console = make_console(stderr=False)
     try:
         data = _load_results(results)
         # Names are checked against tuneforge's metrics plus the results, so a typo is an error (exit 2) while

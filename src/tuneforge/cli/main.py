@@ -7,7 +7,16 @@ import os
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import config_cmd, data, eval_cmd, gate, models, quickstart, runs, train_cmd
+from tuneforge.cli import (
+    config_cmd,
+    data,
+    eval_cmd,
+    gate,
+    models,
+    quickstart,
+    runs,
+    train_cmd,
+)
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(
@@ -44,13 +53,14 @@ app.add_typer(data.app, name="data")
 
 
 def _report_error(error: TuneforgeError) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(stderr=True)
-    console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
+    from tuneforge.console import make_console
+
+    console = make_console()
+    console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
     if error.hint:
-        console.print(f"[bold]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]hint:[/] {escape(error.hint)}", highlight=False)
 
 
 def _guarded(callback):

@@ -30,9 +30,9 @@ def _human(size: int) -> str:
 
 
 def _fail(error: TuneforgeError) -> typer.Exit:
-    from rich.console import Console
+    from tuneforge.console import make_console
 
-    console = Console(stderr=True, soft_wrap=True)  # a hard-wrapped path cannot be copied back
+    console = make_console()  # a hard-wrapped path cannot be copied back
     console.print(f"[red]error:[/red] {error.message}", highlight=False)
     if error.hint:
         console.print(f"  hint: {error.hint}", highlight=False)
@@ -42,9 +42,9 @@ def _fail(error: TuneforgeError) -> typer.Exit:
 @app.command("ls")
 def list_models(cache_dir: CacheOption = None) -> None:
     """List catalog models, whether each is fetched and verified, and where it lives."""
-    from rich.console import Console
     from rich.table import Table
 
+    from tuneforge.console import make_console
     from tuneforge.models.catalog import CATALOG, catalog_model_dir, is_cached
     from tuneforge.models.sources import read_marker
 
@@ -64,7 +64,7 @@ def list_models(cache_dir: CacheOption = None) -> None:
         else:
             status, size = "not fetched", f"~{entry.download_mb} MB download" if entry.download_mb else "-"
         table.add_row(name, entry.params, entry.license, f"pip: {entry.requirement}", status, size, str(folder))
-    Console().print(table)
+    make_console(stderr=False).print(table)
 
 
 @app.command("fetch")

@@ -23,12 +23,11 @@ def quickstart(
     """
     import time
 
-    from rich.console import Console
-
     from tuneforge.config.loader import load_config
+    from tuneforge.console import make_console
     from tuneforge.train.runner import train_from_config
 
-    console = Console(stderr=True)
+    console = make_console()
     started = time.perf_counter()
     path = quickstart_config_path()
     cfg = load_config(path, [f"output.dir={out_dir}", f"output.name={name}", "output.overwrite=true", *(overrides or [])])

@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from tuneforge.console import make_console
 
 app = typer.Typer(help="List and inspect run directories (config, lineage, metrics, results).", no_args_is_help=True)
 
@@ -30,7 +31,7 @@ def list_runs_cmd(runs_dir: Path = RunsRoot) -> None:
 
     rows = list_runs(runs_dir)
     if not rows:
-        Console(stderr=True).print(f"no runs under {runs_dir}")
+        make_console().print(f"no runs under {runs_dir}")
         return
     table = Table(title=f"runs in {runs_dir}")
     for column in ("name", "status", "base model", "method", "steps", "started", "headline (base -> tuned, 95% CI)"):
@@ -46,7 +47,7 @@ def list_runs_cmd(runs_dir: Path = RunsRoot) -> None:
             manifest.get("started_at", "?"),
             _headline(row["results"]),
         )
-    Console().print(table)
+    make_console(stderr=False).print(table)
 
 
 @app.command("show")
@@ -65,7 +66,7 @@ def show(
     if as_json:
         typer.echo(json.dumps({"manifest": manifest, "results": results}, indent=2, default=str))
         return
-    console = Console()
+    console = make_console(stderr=False)
     console.print(f"[bold]{run.name}[/] ({manifest.get('status', '?')}) at {run.path}")
     base = manifest.get("base_model") or {}
     console.print(f"base model: {base.get('source')} [{base.get('kind')}] weights sha256 {base.get('weights_sha256')}")

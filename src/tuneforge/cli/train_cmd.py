@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
+
+from tuneforge.console import make_console
 
 
 def train(
@@ -37,7 +38,7 @@ def train(
         raise typer.Exit(launch_distributed(cfg, str(config), list(overrides or []), plan, resume=resume))
     # Under torchrun every rank runs this; only rank 0 prints, the others train silently.
     train_from_config(cfg, config_path=str(config), resume=resume,
-                      console=Console(stderr=True, quiet=not is_main_process()))
+                      console=make_console(quiet=not is_main_process()))
 
 
 def export(
@@ -57,7 +58,7 @@ def export(
     from tuneforge.models.sources import resolve_model
     from tuneforge.runs.rundir import open_run
 
-    console = Console(stderr=True)
+    console = make_console()
     run_dir = open_run(run, runs_dir)
     manifest = run_dir.read_manifest()
     source = (manifest.get("base_model") or {}).get("source")

@@ -329,7 +329,6 @@ def progress_iter(
     if not enabled:
         yield from items
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -339,8 +338,9 @@ def progress_iter(
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-
     from rich.text import Text
+
+    from tuneforge.console import make_console
 
     class _Rate(TextColumn):
         def __init__(self) -> None:
@@ -359,7 +359,7 @@ def progress_iter(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with Progress(*columns, console=make_console(), transient=False) as bar:
         task = bar.add_task(description, total=total)
         # Updating the bar per row would cost more than the work on short rows; batch the updates.
         pending = 0

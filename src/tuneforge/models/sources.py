@@ -54,10 +54,10 @@ def cache_root() -> Path:
 
 
 def _console():
-    from rich.console import Console
+    from tuneforge.console import make_console
 
-    # stderr, so that commands which print a path on stdout stay scriptable; soft wrap keeps paths whole.
-    return Console(stderr=True, soft_wrap=True)
+    # stderr, so that commands which print a path on stdout stay scriptable.
+    return make_console()
 
 
 @contextlib.contextmanager

@@ -6,8 +6,17 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import TrainerCallback
+
+from tuneforge.console import make_console
 
 
 class TokenCountingCollator:
@@ -76,7 +85,7 @@ class RichProgressCallback(TrainerCallback):
 
     def __init__(self, counter: TokenCountingCollator | None = None, console: Console | None = None):
         self.counter = counter
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console()
         self.progress: Progress | None = None
         self.task = None
         self._start = 0.0

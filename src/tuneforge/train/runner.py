@@ -18,7 +18,9 @@ import time
 from rich.console import Console
 
 from tuneforge.config.schema import RunConfig
+from tuneforge.console import make_console
 from tuneforge.runs.rundir import RunDir, now_iso, write_json_atomic
+
 
 def seed_everything(seed: int) -> None:
     from transformers import set_seed
@@ -32,7 +34,7 @@ class Runner:
         self.cfg = cfg
         self.config_path = config_path
         self.resume = resume  # continue the existing run dir from its newest trusted checkpoint
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console()
         self.timings: dict[str, float] = {}
 
     def _timed(self, key: str, started: float) -> None:
@@ -61,14 +63,18 @@ class Runner:
         return run
 
     def _run(self, run: RunDir) -> None:
-        from tuneforge.integrations.quiet import drop_stdout_printer
         from tuneforge.export.merge import merge_and_save, save_adapter, save_merged
+        from tuneforge.integrations.quiet import drop_stdout_printer
         from tuneforge.methods import get_method
         from tuneforge.models.loading import context_window, load_tokenizer
         from tuneforge.models.sources import resolve_model
         from tuneforge.objectives import get_objective
         from tuneforge.report.html import write_report
-        from tuneforge.train.callbacks import MetricsCallback, RichProgressCallback, TokenCountingCollator
+        from tuneforge.train.callbacks import (
+            MetricsCallback,
+            RichProgressCallback,
+            TokenCountingCollator,
+        )
         from tuneforge.train.checkpoints import CheckpointMarkerCallback
         from tuneforge.train.data_prep import dataset_lineage
         from tuneforge.train.launch import is_main_process
