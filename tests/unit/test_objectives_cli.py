@@ -65,5 +65,58 @@ def test_objective_cli_run_directory_is_complete(name, tiny_model_dir, tmp_path)
         assert 0.0 <= tuned["objective_metrics"]["reward_accuracy"] <= 1.0
         config = json.loads((run / "merged" / "config.json").read_text())
         assert config["architectures"][0].endswith("ForSequenceClassification")
+        _adapter_alone_rebuilds_the_reward_model(run, tiny_model_dir)
     if name == "cpt":
         assert tuned["eval_loss"]["loss"] > 0 and "comparison" not in results
+
+
+def _adapter_alone_rebuilds_the_reward_model(run: Path, base_dir: Path) -> None:
+    """The trained score head travels in adapter/ (PEFT modules_to_save): adapter on a fresh base scores exactly like
+    merged/, and `tuneforge export` rebuilds the merge from the adapter."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+    from typer.testing import CliRunner
+
+    from tuneforge.cli.main import app
+    from tuneforge.config.loader import load_config
+    from tuneforge.methods import get_method
+    from tuneforge.models.sources import resolve_model
+    from tuneforge.objectives.reward import as_reward_model
+
+    adapter_keys = load_file(run / "adapter" / "adapter_model.safetensors").keys()
+    assert any("score" in key for key in adapter_keys), sorted(adapter_keys)
+    cfg = load_config(run / "config.yaml")
+    base = get_method(cfg.method).load_base(resolve_model(str(base_dir)), cfg.model.dtype)  # QLoRA: the 4-bit base
+    torch.manual_seed(1234)  # the fresh head is random; the adapter must overwrite it
+    rebuilt = PeftModel.from_pretrained(as_reward_model(base), str(run / "adapter")).eval()
+    merged = AutoModelForSequenceClassification.from_pretrained(run / "merged").eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7], [3, 8, 13, 21, 34]])
+    with torch.no_grad():
+        want, got = merged(input_ids=ids).logits, rebuilt(input_ids=ids).logits
+    assert want.shape == (2, 1)
+    assert torch.allclose(got, want, atol=1e-4), (got, want)
+
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(run.parent / "reward-export")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    exported = AutoModelForSequenceClassification.from_pretrained(run.parent / "reward-export").eval()
+    with torch.no_grad():
+        assert torch.allclose(exported(input_ids=ids).logits, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["qlora", "ia3", "prefix", "prompt"])
+def test_reward_model_under_every_adapter_method(method, tiny_model_dir, tmp_path):
+    """QLoRA: the classifier shares the 4-bit backbone, so merging dequantises through it. Prefix/prompt tuning:
+    PEFT switches them off through a generation hook a classifier lacks (integrations/peft_seqcls.py)."""
+    run = run_cli("reward", tiny_model_dir, tmp_path / "runs", f"method.name={method}")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["method"]["name"] == method
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert {"base", "tuned"} <= set(results["models"])
+    if method in ("prefix", "prompt"):  # they learn inputs, not weight deltas: nothing to merge
+        from safetensors.torch import load_file
+
+        assert any("score" in key for key in load_file(run / "adapter" / "adapter_model.safetensors"))
+    else:
+        _adapter_alone_rebuilds_the_reward_model(run, tiny_model_dir)

@@ -192,7 +192,8 @@ def test_reward_head_is_trainable_under_lora(tmp_path, tiny_model, tokenizer):
     cfg = run_config(tmp_path, {"name": "reward"})
     _, model, _ = build(cfg, tiny_model, tokenizer, prepared_pairs(PAIRS), tmp_path)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert any(n.endswith("score.weight") for n in trainable)
+    # PEFT's SEQ_CLS wrapper trains (and saves with the adapter) a copy of the head in modules_to_save.
+    assert [n for n in trainable if "score" in n] == ["base_model.model.score.modules_to_save.default.weight"]
     assert any("lora_A" in n for n in trainable)
     assert not any("embed_tokens" in n for n in trainable)
 
@@ -208,9 +209,9 @@ def test_rewards_resolve_and_score():
         resolve_reward("no_such_module:f")
 
 
-def test_peft_causal_wrapper_still_needs_the_lent_generation_hook():
-    """If peft stops reading prepare_inputs_for_generation, integrations/peft_seqcls.py can go."""
-    from peft import LoraConfig, TaskType, get_peft_model
+def test_prompt_learning_classifier_still_needs_the_lent_generation_hook():
+    """If peft's disable_adapter stops reading prepare_inputs_for_generation, integrations/peft_seqcls.py can go."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from tests.tiny_models import build_tiny_model
@@ -218,10 +219,14 @@ def test_peft_causal_wrapper_still_needs_the_lent_generation_hook():
 
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=0)
-    lora = LoraConfig(r=2, target_modules=["q_proj"], task_type=TaskType.CAUSAL_LM)
-    with pytest.raises(AttributeError):
-        get_peft_model(LlamaForSequenceClassification(config), lora)
+    prompt = PromptTuningConfig(num_virtual_tokens=2, task_type=TaskType.SEQ_CLS)
+    ids = torch.tensor([[1, 2, 3]])
+    bare = get_peft_model(LlamaForSequenceClassification(config), prompt)
+    with pytest.raises(UnboundLocalError):
+        with bare.disable_adapter():
+            pass
     classifier = LlamaForSequenceClassification(config)
     lend_generation_hook(classifier, build_tiny_model())
-    wrapped = get_peft_model(classifier, lora)
-    assert wrapped(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 1)
+    wrapped = get_peft_model(classifier, prompt)
+    with wrapped.disable_adapter():
+        assert wrapped(input_ids=ids).logits.shape == (1, 1)

@@ -55,6 +55,7 @@ def export(
     from tuneforge.export.merge import merge_adapter_folder
     from tuneforge.methods import get_method
     from tuneforge.models.loading import load_tokenizer
+    from tuneforge.objectives import get_objective
     from tuneforge.models.sources import resolve_model
     from tuneforge.runs.rundir import open_run
 
@@ -74,6 +75,7 @@ def export(
     tokenizer = load_tokenizer(resolved, cfg.model.chat_template_path)
     target = out or run_dir.merged
     lineage = {"run": run_dir.name, "base_model": source, "base_weights_sha256": resolved.weights_sha256}
-    result = merge_adapter_folder(method.load_base(resolved, cfg.model.dtype), run_dir.adapter, tokenizer, target,
-                                  lineage, merge=method.merged_model)
+    # The objective shapes the base the adapter was trained on (reward: the backbone under a score head).
+    base = get_objective(cfg.objective).prepare_model(method.load_base(resolved, cfg.model.dtype))
+    result = merge_adapter_folder(base, run_dir.adapter, tokenizer, target, lineage, merge=method.merged_model)
     console.print(f"[green]merged[/] {target} (max |logit diff| vs adapter {result['max_abs_logit_diff_vs_adapter']:.2e})")

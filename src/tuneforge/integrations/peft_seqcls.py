@@ -1,10 +1,10 @@
-"""PEFT's causal-LM wrapper on a sequence-classification model (the reward objective's score-head model).
+"""PEFT's prompt-learning methods on a sequence-classification model (the reward objective's score-head model).
 
-Upstream behaviour worked around (peft 0.21): `PeftModelForCausalLM.__init__` reads
-`base_model.prepare_inputs_for_generation`, which `*ForSequenceClassification` models do not have, so wrapping a
-reward model with the method's CAUSAL_LM task type raises AttributeError. Its forward passes input_ids and
-attention_mask through unchanged, so lending the backbone LM's (never called) generation hook is enough.
-The proper fix is for methods to choose TaskType.SEQ_CLS (+ modules_to_save=["score"]) for classifiers.
+Upstream behaviour worked around (peft 0.21): `PeftModel.disable_adapter()` for prompt-learning methods (prefix and
+prompt tuning) saves and restores `self.prepare_inputs_for_generation` whatever the task type, and
+`*ForSequenceClassification` models have no such attribute, so switching the adapter off to score the base raises
+UnboundLocalError. A classifier never generates, so lending the backbone LM's (never called) generation hook is
+enough. LoRA and IA3 do not need it; it is harmless for them.
 """
 from __future__ import annotations
 

@@ -4,14 +4,14 @@ With ones the model is exactly the base at init; the scales fold into the weight
 """
 from __future__ import annotations
 
-from tuneforge.methods.peft_method import PeftMethod, check_module_names
+from tuneforge.methods.peft_method import PeftMethod, check_module_names, peft_task_type
 
 
 class IA3Method(PeftMethod):
     name = "ia3"
 
     def peft_config(self, model):
-        from peft import IA3Config, TaskType
+        from peft import IA3Config
 
         options = self.config.ia3
         if options.target_modules is not None:
@@ -29,5 +29,5 @@ class IA3Method(PeftMethod):
             target_modules=options.target_modules,
             feedforward_modules=feedforward,
             init_ia3_weights=True,
-            task_type=TaskType.CAUSAL_LM,
+            task_type=peft_task_type(model),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from tuneforge.errors import ConfigError
-from tuneforge.methods.peft_method import PeftMethod, check_module_names
+from tuneforge.methods.peft_method import PeftMethod, check_module_names, peft_task_type
 
 _ATTENTION_MARKERS = ("attn", "attention")
 
@@ -48,7 +48,7 @@ class LoraMethod(PeftMethod):
         return list(options.target_modules)
 
     def peft_config(self, model):
-        from peft import LoraConfig, TaskType
+        from peft import LoraConfig
 
         options = self.config.lora
         return LoraConfig(
@@ -58,5 +58,5 @@ class LoraMethod(PeftMethod):
             target_modules=self.target_modules(model),
             use_rslora=options.use_rslora,
             use_dora=options.use_dora,
-            task_type=TaskType.CAUSAL_LM,
+            task_type=peft_task_type(model),
         )

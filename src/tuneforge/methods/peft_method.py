@@ -38,6 +38,19 @@ class PeftMethod(Method):
         return model.disable_adapter()
 
 
+def peft_task_type(model):
+    """SEQ_CLS for a sequence classifier (the reward objective's model), CAUSAL_LM for everything else.
+
+    Under SEQ_CLS, PEFT puts the classification head (`score` / `classifier`) in modules_to_save: the head is trained
+    in full and saved inside the adapter, so adapter/ alone rebuilds the reward model on its base.
+    """
+    from peft import TaskType
+
+    if type(model).__name__.endswith("ForSequenceClassification"):
+        return TaskType.SEQ_CLS
+    return TaskType.CAUSAL_LM
+
+
 def check_module_names(model, names, option: str, example: str) -> None:
     """Fail with the option's name when a requested module name does not exist in the model."""
     present = {module_name.split(".")[-1] for module_name, _ in model.named_modules()}

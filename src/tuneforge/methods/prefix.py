@@ -5,7 +5,7 @@ so merged export is skipped (the runner records why in the manifest) and the ada
 """
 from __future__ import annotations
 
-from tuneforge.methods.peft_method import PeftMethod
+from tuneforge.methods.peft_method import PeftMethod, peft_task_type
 
 
 class PrefixTuningMethod(PeftMethod):
@@ -13,12 +13,12 @@ class PrefixTuningMethod(PeftMethod):
     can_merge = False
 
     def peft_config(self, model):
-        from peft import PrefixTuningConfig, TaskType
+        from peft import PrefixTuningConfig
 
         options = self.config.prefix
         return PrefixTuningConfig(
             num_virtual_tokens=options.num_virtual_tokens,
             prefix_projection=options.projection,
             encoder_hidden_size=model.config.hidden_size,
-            task_type=TaskType.CAUSAL_LM,
+            task_type=peft_task_type(model),
         )

@@ -5,7 +5,7 @@ merged export is skipped and the PEFT adapter is the artifact.
 """
 from __future__ import annotations
 
-from tuneforge.methods.peft_method import PeftMethod
+from tuneforge.methods.peft_method import PeftMethod, peft_task_type
 
 
 class PromptTuningMethod(PeftMethod):
@@ -13,7 +13,7 @@ class PromptTuningMethod(PeftMethod):
     can_merge = False
 
     def peft_config(self, model):
-        from peft import PromptTuningConfig, PromptTuningInit, TaskType
+        from peft import PromptTuningConfig, PromptTuningInit
 
         options = self.config.prompt
         # Sampled vocabulary embeddings start on the embedding manifold; random vectors may start far off it.
@@ -21,5 +21,5 @@ class PromptTuningMethod(PeftMethod):
         return PromptTuningConfig(
             num_virtual_tokens=options.num_virtual_tokens,
             prompt_tuning_init=init,
-            task_type=TaskType.CAUSAL_LM,
+            task_type=peft_task_type(model),
         )

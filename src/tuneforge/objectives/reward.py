@@ -2,9 +2,10 @@
 
 The base causal LM is turned into a sequence classifier by reusing its backbone module (no copy, so whatever the
 method loaded - full precision or quantized - is kept) and adding a fresh 1-output `score` head. The method then
-wraps it; the head is new, so it is always trained (for PEFT it becomes a `modules_to_save`-style trainable base
-weight and is exported in merged/). Held-out metric: reward accuracy, the share of validation pairs scored
-chosen > rejected. No generation eval: a reward model does not generate.
+wraps it. The head is new, so it is always trained: PEFT methods see a sequence classifier, wrap it as
+TaskType.SEQ_CLS and keep the head in modules_to_save, so adapter/ carries it and rebuilds the reward model on the
+base; `freeze` leaves it trainable through after_method. Held-out metric: reward accuracy, the share of validation
+pairs scored chosen > rejected. No generation eval: a reward model does not generate.
 """
 from __future__ import annotations
 
@@ -27,10 +28,17 @@ def as_reward_model(causal_lm):
     reward.score = torch.nn.Linear(config.hidden_size, 1, bias=False, dtype=dtype)
     torch.nn.init.normal_(reward.score.weight, std=config.hidden_size ** -0.5)
     reward.config.pad_token_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
-    # The PEFT methods wrap every model as TaskType.CAUSAL_LM (see the integration's docstring).
+    # transformers records quantisation on the model object that from_pretrained built (QLoRA's 4-bit base), not on
+    # the backbone; the classifier shares that backbone, so it carries the record too (QLoRA's merge calls
+    # dequantize(), which reads hf_quantizer). is_loaded_in_4bit is left off on purpose: TRL's RewardTrainer casts
+    # every trainable parameter of a model so flagged to bf16, which would leave the plain score head in bf16
+    # against fp32 hidden states and keep the adapter from training in the compute dtype the user chose.
+    for attribute in ("hf_quantizer", "is_quantized", "quantization_method"):
+        if hasattr(causal_lm, attribute):
+            setattr(reward, attribute, getattr(causal_lm, attribute))
     from tuneforge.integrations.peft_seqcls import lend_generation_hook
 
-    lend_generation_hook(reward, causal_lm)
+    lend_generation_hook(reward, causal_lm)  # prefix/prompt tuning: see the integration's docstring
     return reward
 
 
@@ -69,6 +77,8 @@ class RewardObjective(PreferenceObjective):
         return as_reward_model(model)
 
     def after_method(self, model) -> None:
+        # PEFT's modules_to_save copy is named score.modules_to_save.default.weight and is already trainable; this
+        # reaches the plain head under methods that freeze by name (freeze).
         for name, param in model.named_parameters():
             if name.endswith("score.weight"):
                 param.requires_grad_(True)
