@@ -46,6 +46,7 @@ def run_dir(tmp_path: Path) -> Path:
         "base_model": {"source": "local", "kind": "folder", "path": "/models/SmolLM2-135M", "weights_sha256": "f00d"},
         "datasets": {"train": {"path": "data/train.jsonl", "sha256": "beef" * 16, "rows": 480}},
         "packages": {"torch": "2.13.0", "transformers": "5.23.0"}, "hardware": {"cpu_count": 2, "gpu": None},
+        "training": {"steps": 40, "timings": {"train_s": 251.5}}, "exports": {"adapter": "adapter", "merged": None},
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
     lines = [{"step": s, "epoch": s / 40, "loss": 3.0 - 0.05 * s, "learning_rate": 1e-4, "tokens_per_second": 120.0,
@@ -86,6 +87,9 @@ def test_full_report_contains_every_section(run_dir: Path):
     assert "learning_rate: 0.0002  # &lt;tuned&gt;" in html
     assert "best eval loss" in html and "1.7000 at step 40" in html
     assert 'class="note"' not in html
+    # nested manifest objects read as dotted fields, not inline JSON
+    assert "<td>training.timings.train_s</td><td>251.5000</td>" in html and "<td>exports.merged</td>" in html
+    assert "{&quot;steps&quot;" not in html
 
 
 def test_predictions_are_escaped(run_dir: Path):

@@ -104,8 +104,20 @@ def table(header: list[str], rows: list[list[str]], numeric: set[int] = frozense
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    """Nested objects become dotted keys (training.steps), so a manifest reads as a table, not as inline JSON."""
+    flat: dict = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def _key_value_table(mapping: dict) -> str:
-    return table(["field", "value"], [[escape(str(k)), fmt(v)] for k, v in mapping.items()])
+    return table(["field", "value"], [[escape(str(k)), fmt(v)] for k, v in _flatten(mapping).items()])
 
 
 def section(title: str, body: str, anchor: str) -> str:
