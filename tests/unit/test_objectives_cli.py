@@ -120,3 +120,15 @@ def test_reward_model_under_every_adapter_method(method, tiny_model_dir, tmp_pat
         assert any("score" in key for key in load_file(run / "adapter" / "adapter_model.safetensors"))
     else:
         _adapter_alone_rebuilds_the_reward_model(run, tiny_model_dir)
+
+
+@pytest.mark.parametrize("name", ["dpo", "kto"])
+def test_qlora_adapters_keep_their_dtype_under_trl_preference_trainers(name, tiny_model_dir, tmp_path):
+    """TRL's DPO/KTO trainers cast a 4-bit model's trainable parameters to bf16; integrations/trl_dtypes.py keeps the
+    fp32 adapters PEFT made (as under SFT), so the saved adapter is fp32 too."""
+    import torch
+    from safetensors.torch import load_file
+
+    run = run_cli(name, tiny_model_dir, tmp_path / "runs", "method.name=qlora")
+    tensors = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert tensors and {t.dtype for t in tensors.values()} == {torch.float32}

@@ -65,6 +65,7 @@ class Runner:
     def _run(self, run: RunDir) -> None:
         from tuneforge.export.merge import merge_and_save, save_adapter, save_merged
         from tuneforge.integrations.quiet import drop_stdout_printer
+        from tuneforge.integrations.trl_dtypes import trainable_dtypes_kept
         from tuneforge.methods import get_method
         from tuneforge.models.loading import context_window, load_tokenizer
         from tuneforge.models.sources import resolve_model
@@ -138,9 +139,11 @@ class Runner:
 
         progress = RichProgressCallback(console=console)
         metrics_cb = MetricsCallback(run.metrics)
-        trainer = objective.build_trainer(
-            cfg, model, tokenizer, prepared, run.checkpoints, [progress, metrics_cb, CheckpointMarkerCallback(run.checkpoints)],
-        )
+        with trainable_dtypes_kept(model):  # TRL's preference/RL trainers recast quantised models' adapters
+            trainer = objective.build_trainer(
+                cfg, model, tokenizer, prepared, run.checkpoints,
+                [progress, metrics_cb, CheckpointMarkerCallback(run.checkpoints)],
+            )
         drop_stdout_printer(trainer)
         # The dataloader is built lazily from trainer.data_collator, so swapping it here is enough. Online RL
         # batches are prompt lists, not token tensors: nothing to count there.
