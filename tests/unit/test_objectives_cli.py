@@ -43,6 +43,13 @@ def test_objective_cli_run_directory_is_complete(name, tiny_model_dir, tmp_path)
     assert manifest["status"] == "completed"
     assert manifest["datasets"] and all(len(d["sha256"]) == 64 for d in manifest["datasets"].values())
     assert manifest["training"]["steps"] == 2 and manifest["training"]["objective"] == name
+    assert manifest["training"]["final_train_loss"] is not None
+    from typer.testing import CliRunner
+
+    from tuneforge.cli.main import app
+
+    shown = CliRunner().invoke(app, ["runs", "show", str(run)])
+    assert shown.exit_code == 0 and "training: 2 steps, train loss" in shown.output, shown.output
     assert not (run / "adapter" / "ref").exists()  # TRL's reference adapter copy is not exported
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics

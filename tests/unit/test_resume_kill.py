@@ -76,6 +76,10 @@ def _train_records(metrics: Path) -> dict[int, dict]:
     return {r["step"]: r for r in records if "loss" in r}
 
 
+def manifest_training(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())["training"]
+
+
 def _cli(*args: str):
     from tuneforge.cli.main import app
 
@@ -122,6 +126,11 @@ def test_sigkill_during_save_then_resume_matches_uninterrupted_run(tmp_path, tin
     reference = _cli("train", str(_config(tmp_path, tiny_model_dir, "reference")))
     assert reference.exit_code == 0, reference.output
     ref_run = tmp_path / "runs" / "reference"
+
+    # The run's train-loss summary covers all 8 steps, not only those after the resume.
+    summary, ref_summary = manifest_training(run), manifest_training(ref_run)
+    for key in ("train_loss", "final_train_loss"):
+        assert summary[key] == pytest.approx(ref_summary[key], rel=1e-4), key
 
     got, want = _train_records(run / "metrics.jsonl"), _train_records(ref_run / "metrics.jsonl")
     assert sorted(got) == sorted(want) == list(range(1, 9))  # no step lost, none logged twice

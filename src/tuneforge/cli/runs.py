@@ -74,8 +74,16 @@ def show(
         console.print(f"data {split}: {info['path']} ({info['rows']} rows, sha256 {info['sha256'][:16]}...)")
     training = manifest.get("training") or {}
     if training:
-        console.print(f"training: {training.get('steps')} steps, train loss {training.get('train_loss'):.4f}, "
-                      f"padding {training.get('padding_share', 0):.1%}, {training.get('tokens_per_second', 0):.0f} tok/s")
+        parts = [f"training: {training.get('steps')} steps"]
+        if training.get("train_loss") is not None:
+            parts.append(f"train loss {training['train_loss']:.4f} mean"
+                         + (f", {training['final_train_loss']:.4f} last" if training.get("final_train_loss") is not None
+                            else ""))
+        if training.get("padding_share") is not None:
+            parts.append(f"padding {training['padding_share']:.1%}")
+        if training.get("tokens_per_second") is not None:
+            parts.append(f"{training['tokens_per_second']:.0f} tok/s")
+        console.print(", ".join(parts))
     git = manifest.get("git") or {}
     console.print(f"code: tuneforge {manifest.get('tuneforge_version')} git {git.get('commit', '-')}"
                   f"{' (dirty)' if git.get('dirty') else ''}; seed {manifest.get('seed')}")

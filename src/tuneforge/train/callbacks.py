@@ -49,6 +49,27 @@ class TokenCountingCollator:
         return 0.0 if not self.total_tokens else 1.0 - self.real_tokens / self.total_tokens
 
 
+def train_loss_summary(metrics_path: Path) -> dict:
+    """Mean and last logged train loss over the whole run, read back from metrics.jsonl.
+
+    transformers' TrainOutput.training_loss averages only the steps of the current train() call, so after a resume it
+    would describe the resumed part alone; metrics.jsonl holds every step of the run (resume truncates it to the
+    checkpoint, then appends).
+    """
+    losses = []
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record.get("loss"), (int, float)):
+                losses.append(float(record["loss"]))
+    if not losses:
+        return {"train_loss": None, "final_train_loss": None}
+    return {"train_loss": sum(losses) / len(losses), "final_train_loss": losses[-1]}
+
+
 class MetricsCallback(TrainerCallback):
     """Appends every log event (train loss, eval loss, LR, tokens/s) to metrics.jsonl as one JSON line."""
 

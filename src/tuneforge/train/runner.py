@@ -75,6 +75,7 @@ class Runner:
             MetricsCallback,
             RichProgressCallback,
             TokenCountingCollator,
+            train_loss_summary,
         )
         from tuneforge.train.checkpoints import CheckpointMarkerCallback
         from tuneforge.train.data_prep import dataset_lineage
@@ -153,21 +154,23 @@ class Runner:
         progress.counter = metrics_cb.counter = counter
 
         started = time.perf_counter()
-        train_output = trainer.train(
+        trainer.train(
             resume_from_checkpoint=str(self.resume_checkpoint) if self.resume_checkpoint else None)
         self._timed("train_s", started)
         if not is_main_process():
             return  # evaluation, exports and the report are rank 0's
         model = objective.after_train(trainer.model)
+        losses = train_loss_summary(run.metrics)
         console.print(
-            f"[bold]trained[/] {trainer.state.global_step} steps in {self.timings['train_s']:.1f} s; "
-            f"final train loss {train_output.training_loss:.4f}"
+            f"[bold]trained[/] {trainer.state.global_step} steps in {self.timings['train_s']:.1f} s"
+            + (f"; train loss {losses['final_train_loss']:.4f} at the end, {losses['train_loss']:.4f} on average"
+               if losses["train_loss"] is not None else "")
             + (f"; padding share {counter.padding_share:.1%}" if counter else "")
         )
         run.update_manifest(training={
             "objective": objective.name,
             "steps": trainer.state.global_step,
-            "train_loss": train_output.training_loss,
+            **losses,
             "padding_share": counter.padding_share if counter else None,
             "real_tokens": counter.real_tokens if counter else None,
             "trained_tokens": counter.trained_tokens if counter else None,
