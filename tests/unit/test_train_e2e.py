@@ -118,6 +118,8 @@ def test_runs_ls_show_and_eval_read_the_run(tiny_run_config, tmp_path):
     assert shown.exit_code == 0
     payload = json.loads(shown.output)
     assert payload["manifest"]["run_name"] == "tiny" and "comparison" in payload["results"]
+    human = invoke("runs", "show", "tiny", "--runs-dir", runs_dir)
+    assert human.exit_code == 0 and "(folder), weights sha256" in human.output  # [folder] would vanish as markup
     missing = invoke("runs", "show", "nope", "--runs-dir", runs_dir)
     assert missing.exit_code != 0
 

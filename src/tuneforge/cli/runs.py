@@ -69,9 +69,12 @@ def show(
     console = make_console(stderr=False)
     console.print(f"[bold]{run.name}[/] ({manifest.get('status', '?')}) at {run.path}")
     base = manifest.get("base_model") or {}
-    console.print(f"base model: {base.get('source')} [{base.get('kind')}] weights sha256 {base.get('weights_sha256')}")
+    # markup=False: paths and names are the user's and may hold [brackets] that rich would take for styles.
+    console.print(f"base model: {base.get('source')} ({base.get('kind')}), weights sha256 {base.get('weights_sha256')}",
+                  markup=False)
     for split, info in (manifest.get("datasets") or {}).items():
-        console.print(f"data {split}: {info['path']} ({info['rows']} rows, sha256 {info['sha256'][:16]}...)")
+        console.print(f"data {split}: {info['path']} ({info['rows']} rows, sha256 {info['sha256'][:16]}...)",
+                      markup=False)
     training = manifest.get("training") or {}
     if training:
         parts = [f"training: {training.get('steps')} steps"]
