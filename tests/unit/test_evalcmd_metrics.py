@@ -120,6 +120,12 @@ def test_probe_file_errors_name_line_and_field(tmp_path):
     path.write_text('{"id": "x", "prompt": "hi", "expect": "refuse"}\n{"id": "y", "prompt": "hi", "expect": "maybe"}\n')
     with pytest.raises(DataError, match=r"p.jsonl:2: field 'expect' is 'maybe'"):
         load_probes(path)
+    path.write_text('{"id": "x", "prompt": "hi", "expect": "refuse"}\n{"id": "y", "prompt": \n')
+    with pytest.raises(DataError, match=r"p.jsonl:2: invalid JSON"):
+        load_probes(path)
+    path.write_text("\n")
+    with pytest.raises(DataError, match=r"p.jsonl: contains no rows"):
+        load_probes(path)
 
 
 def test_judge_parsing():
@@ -179,6 +185,19 @@ def test_task_yaml_errors(tmp_path):
     spec = load_task(tmp_path / "t.yaml")
     with pytest.raises(DataError, match=r"d.jsonl:2: row has no field 'text'"):
         items_from_task(spec, tmp_path / "t.yaml")
+    # Every malformed line of the task data is named at once, by file and line.
+    (tmp_path / "d.jsonl").write_text('{"id": "1", "text": "good", "label": "pos"}\n[1, 2]\n{"id": 3,\n')
+    with pytest.raises(DataError) as err:
+        items_from_task(spec, tmp_path / "t.yaml")
+    assert "d.jsonl:2: each row must be a JSON object, got list" in str(err.value)
+    assert "d.jsonl:3: invalid JSON" in str(err.value)
+    # Task data may be any file type the data commands read, e.g. CSV (row numbers as a spreadsheet shows them).
+    (tmp_path / "d.csv").write_text("id,text,label\n1,good,pos\n2,bad,neg\n")
+    (tmp_path / "c.yaml").write_text("name: s\ndata: d.csv\nprompt: 'Review: {text}'\nreference: label\n"
+                                     "metrics: [accuracy]\nlabels: [pos, neg]\n")
+    items = items_from_task(load_task(tmp_path / "c.yaml"), tmp_path / "c.yaml")
+    assert [(i["reference"], i["where"]) for i in items] == [("pos", f"{tmp_path / 'd.csv'}:2"),
+                                                             ("neg", f"{tmp_path / 'd.csv'}:3")]
     (tmp_path / "bad.yaml").write_text("name: s\ndata: d.jsonl\nmetrics: [accuracy]\npromt: x\n")
     with pytest.raises(ConfigError, match="promt"):
         load_task(tmp_path / "bad.yaml")

@@ -457,6 +457,23 @@ def _id_key(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool)) else json.dumps(value, sort_keys=True)
 
 
+def read_objects(file: Path, shown: str) -> list[tuple[int, dict]]:
+    """(line, object) pairs of any file type the data commands read, with no row-format check: for files that name
+    their own fields (eval task data, safety probes). Every problem of the file comes in one DataError."""
+    problems = _Problems(shown)
+    try:
+        records = read_records(file, file_type(file), problems)
+    except OSError as exc:
+        raise DataError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+    for line, obj in records:
+        if not isinstance(obj, dict):
+            problems.add(line, None, f"each row must be a JSON object, got {_type_name(obj)}")
+    if not records and not problems.items:
+        problems.add(None, None, "contains no rows")
+    problems.raise_if_any(hint=None)
+    return records
+
+
 def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = False,
                       progress: bool = False) -> LoadedData:
     """Read, validate and normalise a dataset file (or saved datasets folder).

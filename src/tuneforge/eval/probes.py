@@ -28,7 +28,6 @@ four categories (prompt injection, instruction override, unsafe requests, PII ex
 """
 from __future__ import annotations
 
-import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -56,22 +55,12 @@ def shipped_probes_path() -> Path:
 
 def load_probes(path: str | Path | None = None) -> list[dict]:
     """Probes as evaluation items (`slice` = category); every malformed line is a DataError with file:line."""
+    from tuneforge.data.formats import read_objects
+
     path = Path(path) if path else shipped_probes_path()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read probe file {path}: {exc.strerror or exc}") from None
     items, seen = [], set()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for lineno, obj in read_objects(path, str(path)):
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: each probe is a JSON object")
         for key in ("id", "prompt", "expect"):
             if not isinstance(obj.get(key), str) or not obj[key].strip():
                 raise DataError(f"{where}: field {key!r} must be a non-empty string")
@@ -92,9 +81,7 @@ def load_probes(path: str | Path | None = None) -> list[dict]:
         items.append({"id": f"probe:{obj['id']}", "messages": messages, "prompt": None, "reference": obj["expect"],
                       "expect": obj["expect"], "forbidden": forbidden, "where": where,
                       "slice": obj.get("category") or "uncategorised", "row": {"messages": messages}})
-    if not items:
-        raise DataError(f"{path}: contains no probes")
-    return items
+    return items  # never empty: read_objects rejects a file without rows
 
 
 def score_probe(item: dict, answer: str) -> dict:

@@ -9,7 +9,7 @@ Every evaluator in this package works on the same item dict::
 Task YAML (see examples/eval/)::
 
     name: sentiment
-    data: sentiment.jsonl              # relative to the YAML; JSONL or a JSON array of objects with any fields
+    data: sentiment.jsonl              # relative to the YAML; JSONL, JSON, CSV, Parquet or a saved datasets folder
     prompt: "Review: {text}\\nSentiment:"   # {field} placeholders; write {{ and }} for literal braces
     reference: label                   # the field holding the expected answer
     metrics: [accuracy, macro_f1, ece, brier]
@@ -38,7 +38,8 @@ class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Task name; used in results and the report.")
-    data: str = Field(description="Data file, relative to the task YAML (or quickstart:FILE).")
+    data: str = Field(description="Data file (JSONL, JSON, CSV, Parquet or a saved datasets folder), relative to "
+                      "the task YAML (or quickstart:FILE).")
     prompt: str | None = Field(None, description="Prompt template with {field} placeholders; omit for chat data.")
     reference: str = Field("reference", description="Field of a data row holding the expected answer.")
     metrics: list[str] = Field(default_factory=lambda: ["exact_match"],
@@ -92,36 +93,6 @@ def template_fields(template: str, where: str) -> list[str]:
     return names
 
 
-def _read_rows(path: Path, shown: str) -> list[tuple[int, dict]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read {shown}: {exc.strerror or exc}") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{shown}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(data, list):
-            raise DataError(f"{shown}: expected a JSON array of objects")
-        pairs = [(i + 1, obj) for i, obj in enumerate(data)]
-    else:
-        pairs = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                pairs.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{shown}:{lineno}: not valid JSON ({exc.msg})") from None
-    for lineno, obj in pairs:
-        if not isinstance(obj, dict):
-            raise DataError(f"{shown}:{lineno}: each row must be a JSON object, got {type(obj).__name__}")
-    if not pairs:
-        raise DataError(f"{shown}: contains no rows")
-    return pairs
-
-
 def _slice_value(value: Any, where: str, field: str) -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == "":
         raise DataError(f"{where}: field {field!r} must be a non-empty string or integer to name a slice")
@@ -130,7 +101,7 @@ def _slice_value(value: Any, where: str, field: str) -> str:
 
 def items_from_task(spec: TaskSpec, task_path: str | Path | None) -> list[dict]:
     """The task's items; every row problem is a DataError naming file, line and field."""
-    from tuneforge.data.formats import is_bundled, resolve_data_path
+    from tuneforge.data.formats import is_bundled, read_objects, resolve_data_path
 
     if spec.prompt is None:
         return items_from_dataset(spec.data if is_bundled(spec.data) or task_path is None
@@ -141,7 +112,7 @@ def items_from_task(spec: TaskSpec, task_path: str | Path | None) -> list[dict]:
     shown = str(data_path)
     fields = template_fields(spec.prompt, "task")
     items, seen = [], set()
-    for lineno, row in _read_rows(data_path, shown):
+    for lineno, row in read_objects(data_path, shown):
         where = f"{shown}:{lineno}"
         for name in [*fields, spec.reference] + ([spec.slice_field] if spec.slice_field else []):
             if name not in row:
