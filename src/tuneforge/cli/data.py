@@ -214,8 +214,9 @@ def clean(
                         tokenizer=tokenizer, progress=True)
     paths = write_clean(result, out)
     s = result.summary
-    make_console(stderr=False).print(f"{s['rows_in']} rows in, {s['rows_out']} out; "
-                                     f"removed {s['removed'] or 'none'}; changed {s['changed'] or 'none'}\n-> {paths['output']}\nlog: {paths['log']}")
+    make_console(stderr=False).print(
+        f"{s['rows_in']} rows in, {s['rows_out']} out; removed {s['removed'] or 'none'}; "
+        f"changed {s['changed'] or 'none'}\n-> {paths['output']}\nlog: {paths['log']}")
 
 
 def _parse_ratios(text: str) -> dict[str, float]:

@@ -15,12 +15,7 @@ from rich.table import Table
 
 from tuneforge.console import make_console
 from tuneforge.errors import TuneforgeError
-from tuneforge.eval.gates import (
-    ResultsError,
-    evaluate_gates,
-    known_metric_names,
-    load_gate_file,
-)
+from tuneforge.eval.gates import ResultsError, evaluate_gates, known_metric_names, load_gate_file
 
 app = typer.Typer(
     help="Check eval results against release gates (exit 0 pass, 1 a gate failed, 2 bad gate/results file).",

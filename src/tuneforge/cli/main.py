@@ -7,16 +7,7 @@ import os
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import (
-    config_cmd,
-    data,
-    eval_cmd,
-    gate,
-    models,
-    quickstart,
-    runs,
-    train_cmd,
-)
+from tuneforge.cli import config_cmd, data, eval_cmd, gate, models, quickstart, runs, train_cmd
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(
