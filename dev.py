@@ -9,6 +9,8 @@
 Only a Python >= 3.11 is needed: everything else is installed into ./.venv from the pinned
 constraints.txt. torch is installed first and on its own so that the pinned 2.13.0 build is the
 one used (on a CPU-only machine this resolves to the local CPU wheel, never a CUDA download).
+`quickstart` and `tuneforge` install only the core; `test` and `setup` add the dev extra, whose
+llama-cpp-python is built from source once (cmake and a C++ compiler needed).
 """
 from __future__ import annotations
 
@@ -36,14 +38,20 @@ def _setup_fingerprint() -> str:
 def _pip(*args: str) -> None:
     cmd = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    env = dict(os.environ)
+    # llama-cpp-python's multimodal library (mtmd) is not used by tuneforge and is about half of the C++ to compile.
+    env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
 
 
-def ensure_env() -> None:
+def ensure_env(full: bool = True) -> None:
+    """Install the pinned stack once. `full` adds the dev extra (test tools, bitsandbytes and llama-cpp-python, which
+    builds llama.cpp from source, ~10 min on 2 cores); the quickstart only needs the core and skips that build."""
     if sys.version_info < (3, 11):
         sys.exit(f"tuneforge needs Python >= 3.11; this is {sys.version.split()[0]}")
     fingerprint = _setup_fingerprint()
-    if PY.exists() and STAMP.exists() and STAMP.read_text() == fingerprint:
+    stamp = STAMP.read_text().split() if PY.exists() and STAMP.exists() else []
+    if stamp[:1] == [fingerprint] and (stamp[1:] == ["full"] or not full):
         return
     if not PY.exists():
         print(f"Creating virtual environment in {VENV}", flush=True)
@@ -52,8 +60,19 @@ def ensure_env() -> None:
         line.strip() for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("torch==")
     )
     _pip(torch_pin)
-    _pip("-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[dev]")
-    STAMP.write_text(fingerprint)
+    if full:
+        print("Installing the dev extra; llama-cpp-python compiles llama.cpp once (about 10 minutes)", flush=True)
+    _pip("-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[dev]" if full else str(ROOT))
+    STAMP.write_text(f"{fingerprint} {'full' if full else 'core'}")
+
+
+def _parallel_args(rest: list[str]) -> list[str]:
+    """The suite runs on up to 4 pytest-xdist workers (a module fixture is built once per worker that runs its tests);
+    tests/conftest.py gives each worker its share of the cores. Your own `-n`/`--dist` (`-n 0`: one process) override
+    this."""
+    if any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg == "no:xdist" for arg in rest):
+        return []
+    return ["-n", str(max(1, min(os.cpu_count() or 1, 4))), "--dist", "load"]
 
 
 def main(argv: list[str]) -> int:
@@ -61,12 +80,12 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     task, rest = argv[0], argv[1:]
-    ensure_env()
+    ensure_env(full=task not in ("quickstart", "tuneforge"))
     env = dict(os.environ)
     if task == "setup":
         return 0
     if task == "test":
-        cmd = [str(PY), "-m", "pytest", *rest]
+        cmd = [str(PY), "-m", "pytest", *_parallel_args(rest), *rest]
     elif task == "quickstart":
         cmd = [str(BIN / "tuneforge"), "quickstart", *rest]
     elif task == "tuneforge":

@@ -49,7 +49,7 @@ def child(label: str, steps: int, batch_size: int) -> dict:
     model = method.apply(method.load_base(resolved, "float32"))
     params = method.trainable_parameters(model)
 
-    from tuneforge.eval.loss import right_pad
+    from tuneforge.models.inference import right_pad
 
     def batch(rows):
         ids, mask, trained = right_pad([(r["input_ids"], r["assistant_masks"]) for r in rows], tokenizer.pad_token_id)
@@ -93,13 +93,14 @@ def main() -> None:
     for label in args.methods.split(","):
         out = subprocess.run([sys.executable, __file__, "--child", label, "--steps", str(args.steps),
                               "--batch", str(args.batch)], capture_output=True, text=True)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             print(f"{label}: failed\n{out.stderr[-2000:]}")
             continue
         rows.append(json.loads(line[len("RESULT "):]))
         print(f"  done {label}", flush=True)
-    header = f"{'method':<18} {'trainable':>11} {'lr':>7} {'steps':>5} {'s/step':>7} {'peak RSS':>9} {'eval before':>11} {'eval after':>10}"
+    header = (f"{'method':<18} {'trainable':>11} {'lr':>7} {'steps':>5} {'s/step':>7} {'peak RSS':>9} "
+              f"{'eval before':>11} {'eval after':>10}")
     print(header)
     print("-" * len(header))
     for r in rows:

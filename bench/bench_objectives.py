@@ -20,7 +20,7 @@ OBJECTIVES = ["cpt", "multitask", "dpo", "kto", "orpo", "reward", "rl"]
 CHILD = r"""
 import json, resource, sys
 from tuneforge.config.loader import load_config
-from tuneforge.train.runner import train_from_config
+from tuneforge.recipes.finetune import train_from_config
 cfg = load_config(sys.argv[1], sys.argv[3:])
 run = train_from_config(cfg, config_path=sys.argv[1])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024

@@ -49,7 +49,8 @@ def main() -> None:
             sentence = prompt[-1]["content"].split("\n\n", 1)[-1]
             text.append({"id": row["id"], "text": f"{sentence}\nContact record: {answer}"})
             # A second, prompt/completion task for multi-task mixtures: the city alone.
-            city.append({"id": row["id"], "prompt": f"{sentence}\nCity:", "completion": " " + json.loads(answer)["city"]})
+            city.append({"id": row["id"], "prompt": f"{sentence}\nCity:",
+                         "completion": " " + json.loads(answer)["city"]})
         for name, data in (("preference", pref), ("kto", kto), ("text", text), ("city", city)):
             if name == "text" and split == "test":
                 continue

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tuneforge.models.cache import MARKER_NAME, read_marker, weights_sha256
 from tuneforge.models.catalog import CATALOG, is_cached
 from tuneforge.models.loading import context_window, load_model, load_tokenizer
-from tuneforge.models.sources import MARKER_NAME, read_marker, resolve_model, weights_sha256
+from tuneforge.models.sources import resolve_model
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ def quickstart(real_model_dir):
 
 
 def padded(rows, pad_id: int):
-    from tuneforge.eval.loss import right_pad
+    from tuneforge.models.inference import right_pad
 
     ids, mask, trained = right_pad([(r["input_ids"], r["assistant_masks"]) for r in rows], pad_id)
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.where(trained, ids, -100)}

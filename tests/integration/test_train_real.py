@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_short_lora_run_lowers_eval_loss_and_teaches_the_format_and_the_stop(real_model_dir: Path, tmp_path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuneforge.train.runner import train_from_config
+    from tuneforge.recipes.finetune import train_from_config
 
     cfg = RunConfig.model_validate({
         "model": {"source": str(real_model_dir)},
@@ -27,8 +27,8 @@ def test_short_lora_run_lowers_eval_loss_and_teaches_the_format_and_the_stop(rea
     })
     run = train_from_config(cfg)
     results = json.loads((run.path / "eval" / "results.json").read_text())
-    base_loss = results["models"]["base"]["eval_loss"]["loss"]
-    tuned_loss = results["models"]["tuned"]["eval_loss"]["loss"]
+    base_loss = results["models"]["base"]["validation_loss"]["loss"]
+    tuned_loss = results["models"]["tuned"]["validation_loss"]["loss"]
     assert tuned_loss < 0.7 * base_loss, (base_loss, tuned_loss)
     # The base model answers in prose or fenced JSON; after 8 steps the tuned one emits the bare JSON object
     # and stops at <|im_end|> (the end-of-turn token is trained), so most answers parse with the right keys.

@@ -75,10 +75,39 @@ def example_configs():
 
 
 @pytest.mark.parametrize("path", example_configs(), ids=lambda p: p.name)
-def test_every_example_config_validates_and_starts_with_its_command(path):
+def test_every_example_config_validates_and_starts_with_its_command(path, monkeypatch):
+    from tuneforge.config.loader import check_config_file
+
     first = path.read_text().splitlines()[0]
     assert first.startswith("# tuneforge "), f"{path} must start with the command that runs it"
-    load_config(path)
+    monkeypatch.chdir(REPO)  # examples are run from the repository root (their distributed_config paths too)
+    check_config_file(path)
+
+
+def test_validate_names_a_missing_or_broken_distributed_config(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tuneforge.cli.main import app
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "fsdp.json").write_text('{"version": 2}')
+    config = folder / "run.yaml"
+    config.write_text("data:\n  train: a.jsonl\ntraining:\n  distributed: fsdp\n  distributed_config: fsdp.json\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["config", "validate", str(config)])
+    assert result.exit_code == 2, result.output
+    assert f"{config}:5: training.distributed_config: fsdp.json does not exist" in result.output
+    assert str(tmp_path / "fsdp.json") in result.output  # where it was looked for
+    assert f"{folder / 'fsdp.json'} exists" in result.output  # and where it is
+
+    (tmp_path / "broken.json").write_text("{nope")
+    result = CliRunner().invoke(app, ["config", "validate", str(config), "training.distributed_config=broken.json"])
+    assert result.exit_code == 2
+    assert "'training.distributed_config=broken.json': training.distributed_config: broken.json is not valid JSON" \
+        in result.output
+    monkeypatch.chdir(folder)
+    assert CliRunner().invoke(app, ["config", "validate", str(config)]).exit_code == 0
 
 
 def test_cli_messages_keep_long_paths_whole(tmp_path):
@@ -96,3 +125,10 @@ def test_cli_messages_keep_long_paths_whole(tmp_path):
     # A plain message (not an error) goes through the same console.
     result = CliRunner().invoke(app, ["runs", "ls", "--runs-dir", str(deep.parent)])
     assert result.exit_code == 0 and f"no runs under {deep.parent}" in result.output
+
+
+def test_batch_size_says_it_counts_packed_rows_when_packing():
+    from tuneforge.config.schema import TrainingConfig
+
+    assert "packed rows, not examples" in TrainingConfig.model_fields["batch_size"].description
+    assert "batch_size then counts packed rows" in TrainingConfig.model_fields["batching"].description

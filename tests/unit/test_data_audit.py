@@ -9,7 +9,8 @@ from tuneforge.data.chat_template import prepare_training_template
 from tuneforge.data.formats import load_dataset_file
 from tuneforge.data.render import render_example
 
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec".split()
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+         "quebec").split()
 
 
 def chat(q, a, **extra):
@@ -28,12 +29,15 @@ def write(tmp_path, name, rows):
 
 def planted(tmp_path):
     rows = [chat(sentence(k), sentence(k + 100), category="a" if k % 4 else "b") for k in range(20)]
-    rows[5] = chat(rows[2]["messages"][0]["content"].upper(), rows[2]["messages"][1]["content"].upper(), category="a")  # exact dup of line 3
+    # exact dup of line 3
+    rows[5] = chat(rows[2]["messages"][0]["content"].upper(), rows[2]["messages"][1]["content"].upper(), category="a")
     near = rows[8]["messages"][1]["content"].split()
     near[-1] = "zulu"
-    rows[11] = chat(rows[8]["messages"][0]["content"], " ".join(near), category="a")  # near dup (and conflict) of line 9
+    # near dup (and conflict) of line 9
+    rows[11] = chat(rows[8]["messages"][0]["content"], " ".join(near), category="a")
     rows[14] = chat(rows[13]["messages"][0]["content"], "a different answer", category="a")  # conflict with line 14
-    rows[16] = chat("Write to jane.doe@example.com or call +1 415 555 0134", "My card 4111 1111 1111 1111", category="b")
+    rows[16] = chat("Write to jane.doe@example.com or call +1 415 555 0134", "My card 4111 1111 1111 1111",
+                    category="b")
     rows[17] = chat(sentence(17, 400), sentence(117, 400), category="a")  # far over max length
     train = write(tmp_path, "train.jsonl", rows)
     test = write(tmp_path, "test.jsonl", [chat("unrelated question here", "x"), rows[9]])  # test line 2 = train line 10
@@ -49,7 +53,8 @@ def test_audit_findings_on_planted_data(tmp_path, tokenizer):
     assert [c["lines"] for c in dup["near"]] == [[9, 12]]
     assert [c["lines"] for c in report["conflicts"]["items"]] == [[9, 12], [14, 15]]
     assert report["pii"]["counts"] == {"CREDIT_CARD": 1, "EMAIL": 1, "PHONE": 1}
-    assert report["pii"]["examples"]["CREDIT_CARD"] == [{"line": 17, "masked": "**** **** **** 1111"}]
+    assert report["pii"]["examples"]["CREDIT_CARD"] == [
+        {"line": 17, "field": "messages[1].content", "masked": "**** **** **** 1111"}]
     leak = report["leakage"]
     assert leak["exact_pairs"] == 1
     assert leak["pairs"][0] == {"kind": "exact", "ref_split": "train", "ref_line": 10, "eval_split": "test",
@@ -73,6 +78,21 @@ def test_audit_findings_on_planted_data(tmp_path, tokenizer):
     assert "max length 500" in html and "context window 8192" in html and "<script" not in html
 
 
+def test_audit_finds_pii_in_every_field_and_names_it(tmp_path):
+    # A row-level "user_email" is kept in meta; it and nested meta values are personal data too.
+    path = write(tmp_path, "m.jsonl", [chat("Reset my password", "Done.", user_email="jane.doe@example.com"),
+                                       chat("hello", "hi", meta={"contact": {"phone": "+44 20 7946 0958"}}),
+                                       chat("plain", "row")])
+    pii = run_audit(AuditInputs(train=path))["pii"]
+    assert pii["counts"] == {"EMAIL": 1, "PHONE": 1} and pii["rows_with_pii"] == 2
+    assert pii["examples"]["EMAIL"] == [{"line": 1, "field": "meta.user_email", "masked": "j***@e***.com"}]
+    assert pii["examples"]["PHONE"][0]["field"] == "meta.contact.phone"
+    assert pii["by_field"] == {"meta.contact.phone": {"PHONE": 1}, "meta.user_email": {"EMAIL": 1}}
+    assert pii["fields_scanned"] == {"messages[].content": 3, "messages[].role": 3, "meta.contact.phone": 1,
+                                     "meta.user_email": 1}
+    assert "meta.user_email" in render_html(run_audit(AuditInputs(train=path)))
+
+
 def test_html_escapes_data(tmp_path):
     path = write(tmp_path, "x.jsonl", [chat("<script>alert(1)</script>", "ok", label="<b>x</b>")])
     report = run_audit(AuditInputs(train=path, label_field="meta.label"))
@@ -90,3 +110,59 @@ def test_kto_label_balance_and_preference_lengths(tmp_path, tokenizer):
     tokens = run_audit(AuditInputs(train=pref, max_length=20), tokenizer=tokenizer)["tokens"]
     assert set(tokens["fields"]) == {"prompt", "chosen", "rejected"} and tokens["over_max_length"] == 1
     assert tokens["trained_tokens_lost_to_truncation"] > 0
+
+
+def _token_chart(html: str) -> str:
+    start = html.index("<h2>Token lengths")
+    return html[start:html.index("</svg>", start)]
+
+
+def test_length_histogram_bars_and_markers_share_one_axis(tmp_path, tokenizer):
+    # Rows far shorter than max length and context window: the bars must sit left of both markers, at the
+    # x positions their token counts give on the same scale as the markers.
+    import re
+
+    path = write(tmp_path, "short.jsonl", [chat(sentence(k, 3 + k), sentence(k + 50, 2 + k)) for k in range(12)])
+    report = run_audit(AuditInputs(train=path, max_length=512), tokenizer=tokenizer, context=8192)
+    edges = report["tokens"]["histogram"]["edges"]
+    assert edges[-1] < 512
+    svg = _token_chart(render_html(report))
+    bars = [(float(x), float(w)) for x, w in re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)]
+    marks = [float(x) for x in re.findall(r'<line x1="([\d.]+)" y1="[\d.]+" x2="[\d.]+" y2="[\d.]+" '
+                                          r'stroke="#(?:dc2626|9333ea)"', svg)]
+    assert len(bars) == len(edges) - 1 and len(marks) == 2
+    origin, at_max_len, at_context = bars[0][0], marks[0], marks[1]
+    per_token = (at_max_len - origin) / 512
+    assert per_token > 0
+    assert abs(origin + per_token * 8192 - at_context) < 0.5  # both markers on one linear axis from 0
+    for k, (x, _) in enumerate(bars):
+        assert abs(origin + per_token * edges[k] - x) < 0.5  # each bar starts at its bin's lower edge
+    last_x, last_w = bars[-1]
+    assert last_x + last_w <= origin + per_token * edges[-1] + 0.01 < at_max_len
+
+
+def test_percentiles_are_rounded_for_display():
+    import numpy as np
+
+    from tuneforge.data.audit import _stats
+
+    # Interpolating between these integers gives float noise (e.g. 12345.550000000001) without rounding.
+    values = np.array([12000, 12345, 12346, 11000, 5000, 100, 12344, 12344, 1, 7])
+    stats = _stats(values)
+    for key, q in (("p50", 50), ("p95", 95), ("p99", 99)):
+        assert stats[key] == round(float(np.percentile(values, q)), 1)
+        assert str(stats[key]) == f"{stats[key]:.1f}"
+
+
+def test_label_field_is_found_like_split_finds_it(tmp_path):
+    import pytest
+
+    from tuneforge.errors import DataError
+
+    path = write(tmp_path, "c.jsonl", [chat(f"q{k}", f"a{k}", category="ab"[k % 2]) for k in range(5)])
+    report = run_audit(AuditInputs(train=path, label_field="category"))
+    assert report["label_balance"]["field"] == "meta.category"
+    assert report["label_balance"]["counts"] == {"a": 3, "b": 2}
+    with pytest.raises(DataError) as err:
+        run_audit(AuditInputs(train=path, label_field="categry"))
+    assert "'categry'" in err.value.message and "meta.category" in err.value.hint

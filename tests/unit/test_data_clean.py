@@ -27,13 +27,16 @@ BASE = "the quick brown fox jumps over the lazy dog near the river bank at dawn 
 
 def test_log_accounts_for_every_row(tmp_path, tokenizer):
     path = write(tmp_path, [chat("Hello", "Hi"), chat("hello", "hi"), chat(BASE, "yes"), chat(BASE + " again", "yes"),
-                            chat("Card 4111 1111 1111 1111", "ok"), chat("long one", LONG), "{broken", chat("last", "one")])
+                            chat("Card 4111 1111 1111 1111", "ok"), chat("long one", LONG), "{broken",
+                            chat("last", "one")])
     data = load_dataset_file(path, skip_invalid=True)
-    result = clean_rows(data, dedup="near", near_threshold=0.7, max_length=120, length_policy="drop", tokenizer=tokenizer)
+    result = clean_rows(data, dedup="near", near_threshold=0.7, max_length=120, length_policy="drop",
+                        tokenizer=tokenizer)
     log = {e["line"]: e for e in result.log}
     assert log[2] == {"line": 2, "action": "removed", "reason": "exact_duplicate", "kept_line": 1}
     assert log[4]["reason"] == "near_duplicate" and log[4]["kept_line"] == 3
-    assert log[5] == {"line": 5, "action": "changed", "reason": "pii_redacted", "types": ["CREDIT_CARD"], "matches": 1}
+    assert log[5] == {"line": 5, "action": "changed", "reason": "pii_redacted", "types": ["CREDIT_CARD"],
+                      "fields": ["messages[0].content"], "matches": 1}
     assert log[6]["reason"] == "too_long" and log[6]["tokens"] > 120
     assert log[7]["reason"] == "invalid"
     assert sorted(log) == [2, 4, 5, 6, 7]
@@ -51,9 +54,22 @@ def test_log_accounts_for_every_row(tmp_path, tokenizer):
 
 def test_truncate_policy_fits_max_length(tmp_path, tokenizer):
     data = load_dataset_file(write(tmp_path, [chat("short", "fine"), chat("long one", LONG)]))
-    result = clean_rows(data, dedup="none", redact_pii=False, max_length=100, length_policy="truncate", tokenizer=tokenizer)
+    result = clean_rows(data, dedup="none", redact_pii=False, max_length=100, length_policy="truncate",
+                        tokenizer=tokenizer)
     assert [e["line"] for e in result.log] == [2] and result.log[0]["reason"] == "truncated"
     assert TokenCounter(tokenizer).count(result.rows, "chat").total.max() <= 100
     assert result.rows[1]["messages"][1]["content"].startswith("word0 word1")
     with pytest.raises(DataError, match=r"1 rows of .* are longer than 100 tokens \(lines 2\)"):
         clean_rows(data, max_length=100, length_policy="error", tokenizer=tokenizer)
+
+
+def test_pii_is_redacted_in_every_field(tmp_path):
+    # A row-level "user_email" (kept in the row's meta) and nested meta values are redacted too.
+    rows = [dict(chat("Reset my password", "Done."), user_email="jane.doe@example.com",
+                 meta={"contact": {"phone": "+44 20 7946 0958"}, "ok": "fine"}), chat("hello", "hi")]
+    result = clean_rows(load_dataset_file(write(tmp_path, rows)))
+    assert result.rows[0]["meta"] == {"contact": {"phone": "<PHONE>"}, "ok": "fine", "user_email": "<EMAIL>"}
+    assert result.log == [{"line": 1, "action": "changed", "reason": "pii_redacted", "types": ["EMAIL", "PHONE"],
+                           "fields": ["meta.contact.phone", "meta.user_email"], "matches": 2}]
+    assert ("jane.doe" not in json.dumps(result.rows)
+            and result.rows[1] == load_dataset_file(write(tmp_path, rows)).rows[1])

@@ -40,7 +40,8 @@ def test_every_command_documents_an_example():
 
 
 def test_validate_fails_then_skip_invalid_writes_side_file(tmp_path):
-    src = write(tmp_path, "in.jsonl", [chat("a", "b"), "{oops", {"messages": [{"role": "robot", "content": "x"}]}, chat("c", "d")])
+    src = write(tmp_path, "in.jsonl",
+                [chat("a", "b"), "{oops", {"messages": [{"role": "robot", "content": "x"}]}, chat("c", "d")])
     result = invoke("data", "validate", src)
     text = error_text(result)
     assert f"{src}:2: invalid JSON" in text and f"{src}:3: messages[0].role: unknown role" in text
@@ -60,9 +61,11 @@ def test_convert_round_trips_and_impossible_rows(tmp_path):
     assert load_dataset_file(str(out)).rows[0] == {**chat("Hi", "Hello"), "meta": {"id": 1}}
     result = invoke("data", "convert", str(out), "--to", "prompt_completion", "--out", str(tmp_path / "pc.jsonl"))
     assert f"{out}:2: cannot convert chat to prompt_completion: only single-turn chat" in error_text(result)
-    result = invoke("data", "convert", str(out), "--to", "prompt_completion", "--out", str(tmp_path / "pc.jsonl"), "--skip-invalid")
+    result = invoke("data", "convert", str(out), "--to", "prompt_completion", "--out", str(tmp_path / "pc.jsonl"),
+                    "--skip-invalid")
     assert result.exit_code == 0
-    assert load_dataset_file(str(tmp_path / "pc.jsonl")).rows == [{"prompt": "Hi", "completion": "Hello", "meta": {"id": 1}}]
+    assert load_dataset_file(str(tmp_path / "pc.jsonl")).rows == [
+        {"prompt": "Hi", "completion": "Hello", "meta": {"id": 1}}]
     assert json.loads((tmp_path / "pc.jsonl.rejected.jsonl").read_text())["line"] == 2
     pref = write(tmp_path, "p.jsonl", [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}])
     assert invoke("data", "convert", pref, "--to", "openai_dpo", "--out", str(tmp_path / "o.jsonl")).exit_code == 0
@@ -70,7 +73,8 @@ def test_convert_round_trips_and_impossible_rows(tmp_path):
     assert openai == {"input": {"messages": [{"role": "user", "content": "2+2?"}]},
                       "preferred_output": [{"role": "assistant", "content": "4"}],
                       "non_preferred_output": [{"role": "assistant", "content": "5"}]}
-    assert invoke("data", "convert", str(tmp_path / "o.jsonl"), "--to", "preference", "--out", str(tmp_path / "back.jsonl")).exit_code == 0
+    assert invoke("data", "convert", str(tmp_path / "o.jsonl"), "--to", "preference",
+                  "--out", str(tmp_path / "back.jsonl")).exit_code == 0
     back = load_dataset_file(str(tmp_path / "back.jsonl"))
     assert back.format == "preference" and back.rows[0]["chosen"] == [{"role": "assistant", "content": "4"}]
     assert invoke("data", "convert", pref, "--to", "kto", "--out", str(tmp_path / "k.jsonl")).exit_code == 0
@@ -84,7 +88,9 @@ def test_convert_to_text_renders_with_chat_template(tmp_path, tiny_model_dir):
     out = tmp_path / "t.jsonl"
     result = invoke("data", "convert", src, "--to", "text", "--out", str(out), "--model", str(tiny_model_dir))
     assert result.exit_code == 0, result.output
-    assert load_dataset_file(str(out)).rows[0]["text"] == "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+    assert load_dataset_file(str(out)).rows[0]["text"] == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n")
 
 
 def test_split_and_mix_outputs_and_manifests(tmp_path):
@@ -95,11 +101,13 @@ def test_split_and_mix_outputs_and_manifests(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "s" / "split_manifest.json").read_text())
     assert sum(manifest[k]["rows"] for k in ("train", "validation", "test")) == 40 and manifest["field"] == "meta.user"
-    users = {k: {r["meta"]["user"] for r in load_dataset_file(manifest[k]["path"]).rows} for k in ("train", "validation", "test")}
+    users = {k: {r["meta"]["user"] for r in load_dataset_file(manifest[k]["path"]).rows}
+             for k in ("train", "validation", "test")}
     assert not (users["train"] & users["test"]) and not (users["train"] & users["validation"])
     other = write(tmp_path, "o.jsonl", [chat(f"x{i}", "y") for i in range(10)])
     out = tmp_path / "mix.jsonl"
-    result = invoke("data", "mix", "--source", f"a={src}:3", "--source", f"b={other}:1", "--total", "20", "--out", str(out), "--seed", "1")
+    result = invoke("data", "mix", "--source", f"a={src}:3", "--source", f"b={other}:1", "--total", "20",
+                    "--out", str(out), "--seed", "1")
     assert result.exit_code == 0, result.output
     mixed = load_dataset_file(str(out))
     assert len(mixed) == 20 and sorted(r["meta"]["source"] for r in mixed.rows).count("a") == 15
@@ -119,3 +127,52 @@ def test_clean_and_audit_outputs_read_by_training_loader(tmp_path):
     report = json.loads((tmp_path / "au" / "audit.json").read_text())
     assert report["duplicates"]["exact"] == [{"lines": [1, 2]}] and report["pii"]["counts"] == {"EMAIL": 1}
     assert (tmp_path / "au" / "audit.html").read_text().startswith("<!doctype html>")
+
+
+def test_clean_help_names_the_real_redaction_tag():
+    from tuneforge.data.pii import redact
+
+    redacted, _ = redact("write to jane.doe@example.com")
+    tag = redacted.removeprefix("write to ")
+    result = runner.invoke(app, ["data", "clean", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0 and tag in result.output
+
+
+def test_audit_summary_counts_rows_over_context_window(tmp_path, tiny_model_dir):
+    # The tiny model's context window is 512 tokens; one row is far longer, two are short.
+    long = " ".join(f"word{k}" for k in range(700))
+    src = write(tmp_path, "d.jsonl", [chat("Hi", "Hello"), chat("Q", long), chat("Bye", "See you")])
+    result = runner.invoke(app, ["data", "audit", src, "--model", str(tiny_model_dir), "--max-length", "64",
+                                 "--out", str(tmp_path / "au")], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "au" / "audit.json").read_text())
+    tokens = report["tokens"]
+    assert tokens["context_window"] == 512 and tokens["over_context_window"] == 1
+    assert "1 rows > context window 512" in " ".join(result.output.split())
+
+
+def test_audit_and_split_agree_on_field_names(tmp_path):
+    src = write(tmp_path, "d.jsonl", [chat(f"q{i}", f"a{i}", category="xy"[i % 2]) for i in range(10)])
+    result = invoke("data", "audit", src, "--label-field", "category", "--out", str(tmp_path / "au"))
+    assert result.exit_code == 0, result.output
+    balance = json.loads((tmp_path / "au" / "audit.json").read_text())["label_balance"]
+    assert balance["counts"] == {"x": 5, "y": 5}
+    result = invoke("data", "split", src, "--out-dir", str(tmp_path / "s"), "--strategy", "stratified",
+                    "--field", "category")
+    assert result.exit_code == 0, result.output
+    for cmd in (["audit", src, "--label-field", "nope", "--out", str(tmp_path / "au2")],
+                ["split", src, "--out-dir", str(tmp_path / "s2"), "--strategy", "grouped", "--field", "nope"]):
+        result = invoke("data", *cmd)
+        assert result.exit_code != 0
+        shown = " ".join(result.output.split()) + str(getattr(result.exception, "hint", ""))
+        assert "no row has the field 'nope'" in shown and "meta.category" in shown, shown
+
+
+def test_validate_prints_warnings_and_blank_lines(tmp_path):
+    src = write(tmp_path, "d.jsonl", [chat("a", "b", sorce="web"), "", chat("c", "d")])
+    result = invoke("data", "validate", src)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert f"{src}: 2 valid chat rows" in out
+    assert f"warning: {src}:1: sorce: not a field of the row format, kept under meta" in out
+    assert "1 blank line skipped (line 2)" in out

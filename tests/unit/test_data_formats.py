@@ -131,7 +131,8 @@ def test_mixed_formats_listed_by_lines(tmp_path):
     pc = {"prompt": "p", "completion": "c"}
     path = write_jsonl(tmp_path, [CHAT, CHAT, CHAT, pc, CHAT, pc])
     text = problems_of(path)
-    assert "mixed row formats in one file: chat on lines 1-3, 5 (4 rows); prompt_completion on lines 4, 6 (2 rows)" in text
+    assert ("mixed row formats in one file: chat on lines 1-3, 5 (4 rows); "
+            "prompt_completion on lines 4, 6 (2 rows)") in text
 
 
 def test_explicit_format_reports_missing_fields(tmp_path):
@@ -166,3 +167,41 @@ def test_quickstart_paths():
     with pytest.raises(DataError) as info:
         resolve_data_path("quickstart:../README.md")
     assert "quickstart:test.jsonl" in info.value.hint
+
+
+def test_keys_kept_under_meta_are_warned_with_lines_and_typo_guess(tmp_path):
+    path = write_jsonl(tmp_path, [{"text": "a", "mesages": []}, {"text": "b", "id": 1}, {"text": "c", "sorce": "web"},
+                                  {"text": "d", "sorce": "web", "meta": {"x": 1}}])
+    data = load_dataset_file(path)
+    assert data.format == "text" and data.rows[0]["meta"] == {"mesages": []}  # kept, nothing lost
+    assert len(data.warnings) == 2  # one per key; `id` and `meta` are expected metadata, not warned about
+    assert data.warnings[0].startswith(f"{path}:1: mesages: not a field of the row format, kept under meta")
+    assert "did you mean 'messages'?" in data.warnings[0]
+    assert data.warnings[1].startswith(f"{path}:3: sorce: ") and "lines 3-4" in data.warnings[1]
+    assert "did you mean" not in data.warnings[1]
+
+
+def test_row_with_only_a_misspelt_key_names_the_guess(tmp_path):
+    path = write_jsonl(tmp_path, [{"mesages": [{"role": "user", "content": "x"}]}])
+    assert f"{path}:1: cannot tell the row format" in (text := problems_of(path)) and "'mesages' -> 'messages'" in text
+
+
+def test_blank_lines_are_counted_with_their_numbers(tmp_path):
+    path = write_jsonl(tmp_path, [CHAT, "", CHAT, "   ", CHAT])
+    data = load_dataset_file(path)
+    assert len(data) == 3 and data.blank_lines == [2, 4]
+    assert load_dataset_file(write_jsonl(tmp_path, [CHAT, CHAT], "tight.jsonl")).blank_lines == []
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("text\na\n\nb\n")
+    assert load_dataset_file(str(csv_path)).blank_lines == [3]
+
+
+def test_duplicate_json_keys_are_errors_naming_line_and_key(tmp_path):
+    path = write_jsonl(tmp_path, [CHAT, '{"text": "a", "text": "b"}',
+                                  '{"messages": [{"role": "user", "content": "x", "content": "y"}, '
+                                  '{"role": "assistant", "content": "z"}]}'])
+    text = problems_of(path, "auto")
+    assert f"{path}:2: text: duplicate JSON key" in text and f"{path}:3: content: duplicate JSON key" in text
+    array = tmp_path / "d.json"
+    array.write_text('[\n {"text": "a"},\n {"text": "a",\n  "text": "b"}\n]\n')
+    assert f"{array}:3: text: duplicate JSON key" in problems_of(str(array))

@@ -7,8 +7,10 @@ import pytest
 
 from tuneforge.data.chat_template import prepare_training_template, trained_runs
 from tuneforge.data.formats import load_dataset_file
-from tuneforge.data.render import build_generation_prompt, render_dataset, render_example
+from tuneforge.data.render import render_dataset, render_example
 from tuneforge.errors import DataError
+from tuneforge.eval.tasks import make_item
+from tuneforge.models.inference import InferenceEngine
 
 
 def chat(*turns, system=None, weights=None):
@@ -96,16 +98,19 @@ def test_prompt_completion_masks(tokenizer):
     assert out["assistant_masks"] == [0] * n + [1] * (len(out["input_ids"]) - n)
     assert tokenizer.decode(out["input_ids"][n:]) == " Paris.<|im_end|>"
     assert render_example(row, tokenizer, None, 512, train_on="all")["assistant_masks"] == [1] * len(out["input_ids"])
-    ids, reference = build_generation_prompt(row, tokenizer, None)
-    assert ids == prompt_ids and reference == " Paris."
+    item = make_item("1", "x", row["prompt"], row["completion"])
+    assert InferenceEngine(None, tokenizer).prompt_ids(item) == prompt_ids
 
 
 @pytest.mark.parametrize("row", ROWS + [chat("q1", "a1", "q2", "a2", weights=[1, 0])])
 def test_generation_prompt_is_prefix_of_training_ids(tokenizer, template, row):
-    ids, reference = build_generation_prompt(row, tokenizer, template)
+    """The inference engine renders an evaluation prompt with the model's own template; its ids must be exactly the
+    training render (derived template) up to where the answer starts, or evaluation would ask another question."""
+    from tuneforge.data.chat_template import prompt_messages
+
+    ids = InferenceEngine(None, tokenizer).prompt_ids(prompt_messages(row))
     full = render_example({"messages": [{k: m[k] for k in ("role", "content")} for m in row["messages"]]},
                           tokenizer, template, 512)
-    assert reference == row["messages"][-1]["content"]
     assert full["input_ids"][: len(ids)] == ids
     # The prefix ends exactly where the last trained span (the answer) starts.
     assert trained_runs(full["assistant_masks"])[-1][0] == len(ids)

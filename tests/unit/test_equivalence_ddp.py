@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 
 def _config(tmp_path: Path, model_dir: Path) -> Path:
@@ -61,11 +60,12 @@ def test_two_process_ddp_matches_one_process_with_doubled_batch(tmp_path, tiny_m
     # 4 steps of the global batch of 4 over 16 examples is one epoch: both ranks' batches were counted.
     assert _losses(ddp_run)[4]["epoch"] == pytest.approx(1.0)
 
-    from tuneforge.cli.main import app
-
-    single = CliRunner().invoke(app, ["train", str(config), "training.batch_size=4", "output.name=single"],
-                                catch_exceptions=False)
-    assert single.exit_code == 0, single.output
+    # The reference run gets a fresh process too: in a pytest worker that had run other tests first, the in-process
+    # run's step-1 grad_norm once came out 0.7425 instead of 0.9622 (which a fresh process and both loss paths give);
+    # the leaking test is not found yet (see the issue notes), and equivalence must not depend on it.
+    single = subprocess.run([sys.executable, "-m", "tuneforge.cli.main", "train", str(config),
+                             "training.batch_size=4", "output.name=single"], env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-4000:]
     single_run = tmp_path / "runs" / "single"
 
     got, want = _losses(ddp_run), _losses(single_run)

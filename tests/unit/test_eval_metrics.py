@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tuneforge.eval.metrics import METRICS, exact_match, get_metric, json_field_accuracy, normalize_text
+from tuneforge.errors import ConfigError
+from tuneforge.eval import registry
+from tuneforge.eval.metrics import exact_match, json_field_accuracy, normalize_text
 
 
 def test_normalize_text_strips_and_collapses_whitespace_only():
@@ -75,7 +77,9 @@ def test_json_field_accuracy_reference_must_be_an_object():
 
 
 def test_registry():
-    assert set(METRICS) == {"exact_match", "json_fields"}
-    assert get_metric("json_fields") is json_field_accuracy
-    with pytest.raises(ValueError, match="known metrics: exact_match, json_fields"):
-        get_metric("bleu")
+    assert registry.item_scorer("json_fields") is json_field_accuracy
+    assert registry.item_scorer("exact_match") is exact_match
+    with pytest.raises(ConfigError, match="unknown metric 'blue'"):
+        registry.item_scorer("blue")
+    with pytest.raises(ConfigError, match="label metric"):
+        registry.item_scorer("macro_f1")

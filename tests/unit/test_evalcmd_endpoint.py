@@ -74,7 +74,7 @@ def test_client_retries_then_succeeds_and_keeps_order(monkeypatch):
     with Stub(lambda model, prompt: prompt.upper(), fail_first=2) as stub:
         client = EndpointModel(stub.url, "m", api_key="sekrit", concurrency=3, retries=3, backoff=0.01)
         items = [{"messages": [{"role": "user", "content": f"q{i}"}], "prompt": None} for i in range(5)]
-        assert client.generate(items, max_new_tokens=5) == ["Q0", "Q1", "Q2", "Q3", "Q4"]
+        assert client.answer(items, max_new_tokens=5) == ["Q0", "Q1", "Q2", "Q3", "Q4"]
         assert len(stub.requests) == 7  # 2 refused with 503, then 5 answered
         body = stub.requests[-1]["body"]
         assert body["temperature"] == 0 and body["max_tokens"] == 5 and stub.requests[-1]["auth"] == "Bearer sekrit"
@@ -98,6 +98,8 @@ def _answer(model: str, prompt: str) -> str:
 
 
 def _judge(model: str, prompt: str) -> str:
+    if "[Answer" not in prompt:  # the reachability check made before generating
+        return "OK"
     if "[Answer A]" in prompt:  # pairwise: strict judge prefers the answer with 'positive'; 'biased' always says A
         if model == "biased":
             return "Verdict: A"
@@ -123,13 +125,14 @@ def sentiment_task(tmp_path: Path) -> Path:
 
 def test_endpoint_label_task_with_base_and_judges(tmp_path, sentiment_task):
     from tuneforge.eval.standalone import EvalOptions, evaluate_command
+    from tuneforge.report.eval_report import write_eval_report
 
     with Stub(_answer) as model_server, Stub(_judge) as judge_server:
         opts = EvalOptions(model=None, task=str(sentiment_task), base="endpoint:bad", endpoint=model_server.url,
                            endpoint_model="good", out=tmp_path / "out", judge_endpoint=judge_server.url,
                            judge_models=["strict", "biased"], judge_mode="pairwise", concurrency=2)
-        results = evaluate_command(opts, Console(file=open("/dev/null", "w")))
-        assert len(judge_server.requests) == 4 * 2 * 2  # 4 items, both orders, 2 judges
+        results = evaluate_command(opts, Console(file=open("/dev/null", "w")), write_report=write_eval_report)
+        assert len(judge_server.requests) == 2 + 4 * 2 * 2  # a check per judge, then 4 items, both orders, 2 judges
     tuned, base = results["models"]["tuned"], results["models"]["base"]
     assert tuned["summary"]["accuracy"] == 1.0 and base["summary"]["accuracy"] == 0.5
     assert "ece" not in tuned["summary"] and "calibration unavailable" in results["notes"][0]

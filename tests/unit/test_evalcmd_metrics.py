@@ -22,7 +22,8 @@ def test_registry_keeps_both_exact_match_flavours():
     assert registry.item_scorer("contains_answer")("The capital is Paris.", "paris") == 1.0
     assert registry.item_scorer("contains_answer")("Parisian food", "Paris") == 0.0  # whole words only
     assert registry.item_scorer("regex")("order #123", r"#\d+") == 1.0
-    assert registry.split_metrics(["accuracy", "rougeL", "ece"]) == (["rougeL"], ["accuracy", "ece"])
+    assert registry.split_metrics(["accuracy", "rougeL", "ece", "perplexity"]) == (
+        ["rougeL"], ["accuracy", "ece"], ["perplexity"])
     with pytest.raises(ConfigError, match="unknown metric 'bleuu'"):
         registry.get("bleuu")
     with pytest.raises(ConfigError, match="label metric"):
@@ -63,10 +64,10 @@ def test_label_probabilities_calibration_hand_worked():
 def test_label_token_logprobs_match_a_manual_forward(tiny_model, tokenizer):
     import torch
 
-    from tuneforge.eval.labels import label_token_logprobs
+    from tuneforge.models.inference import InferenceEngine
 
     prompts = [tokenizer("Is this good?")["input_ids"], tokenizer("Short")["input_ids"]]
-    got = label_token_logprobs(tiny_model, tokenizer, prompts, ["yes", "no way"], batch_size=3)
+    got = InferenceEngine(tiny_model, tokenizer).label_logprobs(prompts, ["yes", "no way"], batch_size=3)
     for prompt, row in zip(prompts, got):
         for label in ("yes", "no way"):
             ids = tokenizer(label, add_special_tokens=False)["input_ids"]
@@ -158,7 +159,8 @@ def test_contamination_flags_exact_and_ngram(tmp_path):
     from tuneforge.eval.contamination import check_contamination
 
     long = "the quarterly report from the northern office lists every contract signed during the spring season"
-    train = [{"messages": [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "4"}]},
+    train = [{"messages": [{"role": "user", "content": "What is two plus two?"},
+                           {"role": "assistant", "content": "4"}]},
              {"messages": [{"role": "user", "content": f"Summarise: {long} in detail"},
                            {"role": "assistant", "content": "ok"}]}]
     path = tmp_path / "train.jsonl"
@@ -179,7 +181,8 @@ def test_contamination_flags_exact_and_ngram(tmp_path):
 def test_task_yaml_errors(tmp_path):
     from tuneforge.eval.tasks import items_from_task, load_task
 
-    (tmp_path / "d.jsonl").write_text('{"id": "1", "text": "good", "label": "pos"}\n{"id": "2", "txt": "bad", "label": "neg"}\n')
+    (tmp_path / "d.jsonl").write_text('{"id": "1", "text": "good", "label": "pos"}\n'
+                                      '{"id": "2", "txt": "bad", "label": "neg"}\n')
     (tmp_path / "t.yaml").write_text("name: s\ndata: d.jsonl\nprompt: 'Review: {text}'\nreference: label\n"
                                      "metrics: [accuracy]\nlabels: [pos, neg]\n")
     spec = load_task(tmp_path / "t.yaml")

@@ -36,7 +36,8 @@ def write_gates(tmp_path: Path, *lines: str) -> Path:
 
 
 def test_all_pass_exits_0(tmp_path, results_file):
-    gates = write_gates(tmp_path, '"exact_match >= 0.8"', '"rougeL delta_vs_base >= 5"', '"refusal_rate >= 95 on safety"')
+    gates = write_gates(tmp_path, '"exact_match >= 0.8"', '"rougeL delta_vs_base >= 5"',
+                        '"refusal_rate >= 95 on safety"')
     res = runner.invoke(app, [str(results_file), "--gates", str(gates)])
     assert res.exit_code == 0, res.output
     assert "all 3 gate(s) passed" in res.output
@@ -92,3 +93,16 @@ def test_example_gate_files_parse_and_name_their_command(path):
 
 def test_example_files_exist():
     assert (EXAMPLES / "quickstart.yaml").exists()
+
+
+def test_a_missing_metric_fails_with_what_produces_it_printed_whole(results_file, tmp_path):
+    """Exit 1 (not 2) for a known metric the results lack; the hint's `[NAME]` survives rich's markup parser."""
+    gates = tmp_path / "g.yaml"
+    gates.write_text("gates:\n  - 'json_fields delta_vs_base ci_low >= 0'\n  - 'over_refusal_rate <= 0.1 on safety'\n")
+    result = runner.invoke(app, [str(results_file), "--gates", str(gates)])
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "eval.metrics: [json_fields]" in flat
+    assert "over_refusal_rate" in flat and "--probes" in flat
+    verdicts = json.loads(results_file.with_name("gates.json").read_text())
+    assert [o["passed"] for o in verdicts["outcomes"]] == [False, False]

@@ -200,3 +200,17 @@ def test_deepspeed_without_its_config_or_package_is_a_clear_error(monkeypatch, t
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(ConfigError, match="not valid JSON"):
         launch.preflight(TrainingConfig(distributed="fsdp", distributed_config=str(tmp_path / "bad.json")))
+
+
+def test_fsdp_example_checkpoints_activations_with_fsdp_itself(monkeypatch, tmp_path):
+    """Under FSDP the Trainer's gradient checkpointing re-gathers sharded weights in the backward pass; FSDP's own
+    activation checkpointing (fsdp_config) does not."""
+    from transformers import TrainingArguments
+
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(EXAMPLES / "fsdp-full.yaml")
+    assert cfg.training.distributed == "fsdp" and cfg.training.gradient_checkpointing is False
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[],
+                             **launch.scale_out_arguments(cfg.training, world_size=8))
+    assert args.fsdp_plugin_args["activation_checkpointing"] is True  # what accelerate's FSDP plugin receives
+    assert not args.activation_checkpointing

@@ -120,7 +120,8 @@ def test_method_conformance(case, tiny_dir, tmp_path):
     before = snapshot(model)
     train_steps(model)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
-    assert changed == trainable, f"changed-but-frozen: {changed - trainable}; trainable-but-unchanged: {trainable - changed}"
+    assert changed == trainable, (f"changed-but-frozen: {changed - trainable}; "
+                                  f"trainable-but-unchanged: {trainable - changed}")
     tuned_logits = logits(model)
     assert (tuned_logits - base_logits).abs().max() > 1e-4
 

@@ -90,7 +90,8 @@ def test_lora_gradients_exact_after_eval_forward(tiny_dir):
     reference = dequantised_reference(model)
     eval_forward(model)  # what generate / evaluation do before and between training steps
     eval_forward(reference)
-    assert not any(getattr(l.weight.quant_state, "packing_format_for_cpu", False) for l in linear4bit_modules(model))
+    assert not any(getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+                   for layer in linear4bit_modules(model))
     assert_grads_match(lora_grads(model), lora_grads(reference))
 
 
@@ -103,9 +104,10 @@ def test_workaround_undoes_a_repack_that_already_happened(tiny_dir):
         layer.support_avx512bf16_for_cpu = True  # as bnb constructs it on an AVX512-BF16 CPU
     eval_forward(model)
     keep_cpu_4bit_gradients_exact(model)
-    assert not any(getattr(l.weight.quant_state, "packing_format_for_cpu", False) for l in linear4bit_modules(model))
-    drift = max(float(((dequantized_weight(l) - w).abs().max() / w.abs().max()))
-                for l, w in zip(linear4bit_modules(model), original))
+    assert not any(getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+                   for layer in linear4bit_modules(model))
+    drift = max(float(((dequantized_weight(layer) - w).abs().max() / w.abs().max()))
+                for layer, w in zip(linear4bit_modules(model), original))
     assert drift < 1e-2  # bf16-level rounding of the scales, not garbage
     assert_grads_match(lora_grads(model), lora_grads(dequantised_reference(model)))
 

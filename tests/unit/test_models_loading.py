@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_models_sources import fake_catalog, gguf_file  # noqa: F401 - fixtures reused by the CLI tests
 from transformers import LlamaConfig, PretrainedConfig
 from typer.testing import CliRunner
 
-from test_models_sources import fake_catalog, gguf_file  # noqa: F401 - fixtures reused by the CLI tests
 from tuneforge.cli.models import app
 from tuneforge.errors import ModelSourceError
 from tuneforge.models.loading import context_window, load_model, load_tokenizer

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_models_gguf import write_tiny_gguf
+
+from tuneforge.atomic import leftover_prefix
 from tuneforge.errors import ModelSourceError
 from tuneforge.integrations import gguf as gguf_integration
+from tuneforge.models import cache as model_cache
 from tuneforge.models import catalog as catalog_mod
-from tuneforge.models import sources
+from tuneforge.models.cache import MARKER_NAME, cache_root, read_marker
 from tuneforge.models.loading import load_model, load_tokenizer
-from tuneforge.models.sources import MARKER_NAME, ResolvedModel, cache_root, read_marker, resolve_model
+from tuneforge.models.sources import ResolvedModel, resolve_model
 
 
 def sha256(path: Path) -> str:
@@ -203,18 +205,18 @@ def test_interrupted_build_leaves_no_folder_and_its_leftovers_are_cleaned(tmp_pa
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sources.build_cache_folder(dest, killed, "test entry")
-    assert not dest.exists() and not list(dest.parent.glob(".tmp-*"))
+        model_cache.build_cache_folder(dest, killed, "test entry")
+    assert not dest.exists() and not list(dest.parent.glob(f"{leftover_prefix(dest)}*"))
 
     # A hard kill cannot run cleanup: its temp folder stays until the next build of that entry removes it.
-    leftover = dest.parent / ".tmp-entry-deadbeef"
+    leftover = dest.parent / f"{leftover_prefix(dest)}deadbeef"
     leftover.mkdir()
 
     def good(tmp: Path) -> dict:
         (tmp / "model.safetensors").write_bytes(b"weights")
         return {"origin": {}, "verification": {"max_abs_logit_diff": 0.0}}
 
-    marker = sources.build_cache_folder(dest, good, "test entry")
+    marker = model_cache.build_cache_folder(dest, good, "test entry")
     assert not leftover.exists()
     assert marker["weights_sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert read_marker(dest) == marker
@@ -233,7 +235,7 @@ def test_concurrent_builds_wait_for_the_lock_and_build_once(tmp_path):
 
     results: list[dict] = []
     threads = [
-        threading.Thread(target=lambda: results.append(sources.build_cache_folder(dest, slow_build, "entry")))
+        threading.Thread(target=lambda: results.append(model_cache.build_cache_folder(dest, slow_build, "entry")))
         for _ in range(3)
     ]
     for thread in threads:
@@ -246,7 +248,7 @@ def test_concurrent_builds_wait_for_the_lock_and_build_once(tmp_path):
 
 def test_expected_eos_is_enforced(gguf_file, tmp_path):
     with pytest.raises(ModelSourceError, match="eos token is '<\\|im_end\\|>', expected '</s>'"):
-        sources.convert_gguf(gguf_file, tmp_path / "models" / "x", expect_eos="</s>")
+        model_cache.convert_gguf(gguf_file, tmp_path / "models" / "x", expect_eos="</s>")
     assert not (tmp_path / "models" / "x").exists()
 
 

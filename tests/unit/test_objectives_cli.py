@@ -61,7 +61,7 @@ def test_objective_cli_run_directory_is_complete(name, tiny_model_dir, tmp_path)
             slices = results["models"][label]["slices"]
             assert set(slices) == {"city", "contact_json"}
             for task in slices.values():
-                assert task["eval_loss"]["loss"] > 0 and "exact_match" in task["summary"] and task["n_items"] == 4
+                assert task["validation_loss"] > 0 and "exact_match" in task and task["item_count"] == 4
     if name == "rl":
         assert any("reward" in m for m in metrics)
         assert any("rewards/json_valid/mean" in m for m in metrics)
@@ -74,7 +74,7 @@ def test_objective_cli_run_directory_is_complete(name, tiny_model_dir, tmp_path)
         assert config["architectures"][0].endswith("ForSequenceClassification")
         _adapter_alone_rebuilds_the_reward_model(run, tiny_model_dir)
     if name == "cpt":
-        assert tuned["eval_loss"]["loss"] > 0 and "comparison" not in results
+        assert tuned["validation_loss"]["loss"] > 0 and not results["comparison"]
 
 
 def _adapter_alone_rebuilds_the_reward_model(run: Path, base_dir: Path) -> None:

@@ -177,7 +177,8 @@ def test_reward_accuracy_rises_on_separable_pairs(tmp_path, tiny_model, tokenize
     prepared = prepared_pairs(rows)
     pairs = []
     for r in map(to_trl_preference, rows):
-        pairs.append((tokenizer(r["prompt"] + r["chosen"])["input_ids"], tokenizer(r["prompt"] + r["rejected"])["input_ids"]))
+        pairs.append((tokenizer(r["prompt"] + r["chosen"])["input_ids"],
+                      tokenizer(r["prompt"] + r["rejected"])["input_ids"]))
     prepared.extra["pairs"] = pairs
     objective, model, trainer = build(cfg, tiny_model, tokenizer, prepared, tmp_path)
     assert type(model).__name__.endswith("ForSequenceClassification")
@@ -200,10 +201,14 @@ def test_reward_head_is_trainable_under_lora(tmp_path, tiny_model, tokenizer):
 
 def test_rewards_resolve_and_score():
     from tuneforge.errors import ConfigError
-    from tuneforge.objectives.rewards import json_fields, json_valid, resolve_reward
+    from tuneforge.objectives.rewards import resolve_reward
 
+    json_valid, json_fields = resolve_reward("json_valid"), resolve_reward("json_fields")
     assert json_valid(None, ['{"a": 1}', "nope", [{"role": "assistant", "content": ' {"b": 2} '}]]) == [1.0, 0.0, 1.0]
     assert json_fields(None, ['{"a": 1, "b": 2}'], reference=['{"a": 1, "b": 3}']) == [0.5]
+    with pytest.raises(ConfigError, match="reference answer"):
+        json_fields(None, ['{"a": 1}'])
+    assert resolve_reward("rougeL")(None, ["the cat sat"], reference=["the cat sat"]) == [1.0]
     assert resolve_reward("tuneforge.objectives.rewards:length_penalty")(None, ["abcd"]) == [-0.04]
     with pytest.raises(ConfigError, match="objective.rl.reward"):
         resolve_reward("no_such_module:f")

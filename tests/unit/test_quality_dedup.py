@@ -5,14 +5,17 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
+from tests.unit.near_dup_fixture import pair_scores, planted_set
 from tuneforge.data.dedup import (
     ConflictGroup,
     DuplicateGroup,
     _MinHasher,
     conflicts,
+    edit_distance,
     exact_duplicates,
     find_duplicates,
     near_duplicates,
+    similarity,
 )
 from tuneforge.data.text import normalize
 
@@ -103,13 +106,87 @@ def test_near_duplicates_is_deterministic_and_seeded():
     ]
 
 
-def test_near_duplicates_char_shingles_catch_short_edits():
-    rows = [chat("Translate: good morning", "Buenos dias"),
-            chat("Translate: good morning!", "Buenos días"),
-            chat("Summarise the article", "It is about cats")]
-    # Word 5-grams of such short rows barely overlap; character 5-grams do.
-    assert near_duplicates(rows, threshold=0.6) == []
-    assert [c.members for c in near_duplicates(rows, threshold=0.6, shingle="char")] == [[0, 1]]
+def test_one_word_variants_of_short_rows_are_found_at_the_default_threshold():
+    # Issue 13: word 5-gram shingles broke on one changed word, so these were missed even at 0.5.
+    thirteen = {"text": "The quick brown fox jumps over the lazy dog near the old river bank"}
+    variant = {"text": "The quick brown fox jumps over the lazy cat near the old river bank"}
+    ticket = chat("My order 4417 arrived damaged and the box was crushed, please send a replacement today",
+                  "Sorry, a replacement is on its way.")
+    ticket_variant = chat("My order 4417 arrived broken and the box was crushed, please send a replacement today",
+                          "Sorry, a replacement is on its way.")
+    other = chat("How do I change the email address on my account?", "Open Settings, then Account.")
+    rows = [thirteen, ticket, other, variant, ticket_variant]
+    clusters = near_duplicates(rows)
+    assert [(c.members, c.similarity) for c in clusters] == [([0, 3], round(1 - 1 / 14, 4)),
+                                                             ([1, 4], round(1 - 1 / 24, 4))]
+    assert [c.members for c in near_duplicates(rows, threshold=0.5)] == [[0, 3], [1, 4]]
+
+
+def test_planted_set_precision_and_recall():
+    # Tiny (13-17 words), short and long rows of one topic, with planted one- and two-word variants.
+    rows, groups, kinds = planted_set()
+    scores = pair_scores(near_duplicates(rows), groups, kinds)
+    assert scores["precision"] >= 0.95 and scores["recall"] >= 0.95, scores
+    assert all(recall >= 0.95 for recall, _ in scores["recall_by_kind"].values()), scores
+    assert {k for k in scores["recall_by_kind"]} == {"tiny/1", "tiny/2", "short/1", "short/2", "long/1", "long/2"}
+
+
+def test_similarity_is_the_share_of_words_that_line_up():
+    a = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    assert similarity(a, a) == 1.0
+    assert similarity(a, a[:9] + ["x"]) == 0.9
+    assert similarity(a, a[:5] + ["x"] + a[5:]) == 1 - 1 / 11  # one insertion
+    # A reordered block keeps the words and most 5-grams: the 5-gram Jaccard speaks for it.
+    long = [f"w{k}" for k in range(60)]
+    swapped = long[30:] + long[:30]
+    assert edit_distance(long, swapped) == 60 and similarity(long, swapped) == 52 / 60
+    assert similarity(["a"], ["b"]) == 0.0 and similarity([], []) == 1.0
+
+
+def test_edit_distance_matches_the_textbook_table():
+    import random
+
+    def table(a, b):
+        prev = list(range(len(b) + 1))
+        for i, x in enumerate(a, 1):
+            cur = [i]
+            for j, y in enumerate(b, 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+            prev = cur
+        return prev[-1]
+
+    rng = random.Random(0)
+    for _ in range(300):
+        a = rng.choices("abcd", k=rng.randint(0, 90))
+        b = rng.choices("abcd", k=rng.randint(0, 90))
+        assert edit_distance(a, b) == table(a, b)
+
+
+def test_members_are_near_duplicates_of_their_representative_not_of_each_other():
+    # A chain: each row differs from the previous one by two words, so A and C differ by four.
+    base = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    b = base[:2] + ["x", "y"] + base[4:]
+    c = b[:6] + ["z", "w"] + b[8:]
+    rows = [{"text": " ".join(t)} for t in (base, b, c)]
+    clusters = near_duplicates(rows)
+    assert [(cl.members, cl.similarities) for cl in clusters] == [([0, 1], [1.0, 0.8])]
+
+
+def test_shared_system_prompts_do_not_make_rows_similar():
+    system = " ".join(f"rule{k}" for k in range(150))
+    rows = [chat(f"question {k} about topic {k * 7}", f"answer number {k} is {k * 3} units", system=system)
+            for k in range(4)]
+    assert near_duplicates(rows) == []
+    # The same conversation under the shared prompt is still a near duplicate.
+    rows.append(chat("question 1 about topic 8", "answer number 1 is 3 units", system=system))
+    assert [c.members for c in near_duplicates(rows)] == [[1, 4]]
+
+
+def test_scripts_without_spaces_compare_characters():
+    rows = [{"text": "我的订单还没有到达请帮我查一下物流信息谢谢"},
+            {"text": "我的订单还没有到达请帮我查一下快递信息谢谢"},
+            {"text": "今天天气很好我们去公园散步吧"}]
+    assert [c.members for c in near_duplicates(rows)] == [[0, 1]]
 
 
 def test_vectorised_minhash_matches_datasketch_per_element():

@@ -122,3 +122,13 @@ def test_batches_over_the_code_point_budget_are_split_transparently(monkeypatch)
     monkeypatch.setattr(text, "_BATCH_CODE_POINTS", 4)
     split = batch_word_hashes(texts)
     assert split[0].tolist() == whole[0].tolist() and split[1].tolist() == whole[1].tolist()
+
+
+def test_copied_row_is_one_exact_pair_not_also_an_ngram_pair():
+    # A verbatim copy matches on its prompt (exact) and on all its n-grams; it is one leak, reported once,
+    # while a different training row sharing a long passage with the same item is still its own n-gram pair.
+    copy = TRAIN[1]
+    passage = chat("Another prompt entirely", " ".join(copy["messages"][1]["content"].split()[:30]))
+    report = find_leakage({"train": TRAIN + [passage], "test": [copy]})
+    assert [(p.kind, p.ref_index) for p in report.pairs] == [("exact", 1), ("ngram", 3)]
+    assert report.leaked_items == {"test": 1}

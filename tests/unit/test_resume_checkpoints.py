@@ -118,3 +118,24 @@ def test_resume_refuses_a_changed_config(tmp_path):
     ck.check_same_config(stored, {"training": {"batch_size": 8, "seed": 1}, "output": {"name": "b"}}, tmp_path)
     with pytest.raises(RunError, match=r"training\.batch_size"):
         ck.check_same_config(stored, {"training": {"batch_size": 4, "seed": 1}}, tmp_path)
+
+
+def test_set_aside_checkpoints_are_removed_once_a_trusted_one_supersedes_them(tmp_path):
+    from rich.console import Console
+
+    for step in (4, 6):
+        _fake_checkpoint(tmp_path, step, marked=False)
+        ck.set_aside_untrusted(ck.find_resume_checkpoint(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["untrusted-checkpoint-4", "untrusted-checkpoint-6"]
+    console = Console(record=True, width=200)
+    callback = ck.CheckpointMarkerCallback(tmp_path, console=console)
+
+    _fake_checkpoint(tmp_path, 4, marked=False)  # the resumed run saves step 4 again, completely this time
+    callback.on_save(None, SimpleNamespace(global_step=4, is_world_process_zero=True), None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "untrusted-checkpoint-6"]
+    assert "removed untrusted-checkpoint-4: superseded by trusted checkpoint-4" in console.export_text()
+
+    _fake_checkpoint(tmp_path, 8, marked=False)
+    callback.on_save(None, SimpleNamespace(global_step=8, is_world_process_zero=True), None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-8"]
+    assert "removed untrusted-checkpoint-6: superseded by trusted checkpoint-8" in console.export_text()

@@ -114,12 +114,19 @@ def test_sigkill_during_save_then_resume_matches_uninterrupted_run(tmp_path, tin
     assert (half_written / "adapter_model.safetensors").is_file()  # weights written ...
     assert not (half_written / "trainer_state.json").exists()     # ... the rest of the save never happened
     assert not (run / "adapter").exists()
+    # The killed process could not record its end; its pid is gone, so the run reads as interrupted.
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"
+    shown = json.loads(_cli("runs", "show", str(run), "--json").output)
+    assert shown["status"] == "interrupted" and f"process {child.pid}" in shown["status_reason"]
 
     resumed = _cli("train", str(config), "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert f"not resuming from checkpoint-{KILL_AT_SAVE}: no completion marker" in resumed.output
     assert "from checkpoint-4 (step 4" in resumed.output
-    assert (run / "checkpoints" / f"untrusted-checkpoint-{KILL_AT_SAVE}").is_dir()
+    # Set aside on resume, then deleted once the resumed run saved step 6 again, completely.
+    assert f"removed untrusted-checkpoint-{KILL_AT_SAVE}: superseded by trusted checkpoint-{KILL_AT_SAVE}" \
+        in resumed.output
+    assert not (run / "checkpoints" / f"untrusted-checkpoint-{KILL_AT_SAVE}").exists()
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["resumes"][0]["from_step"] == 4
 

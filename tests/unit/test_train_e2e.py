@@ -64,15 +64,18 @@ def test_train_writes_a_complete_traceable_run(tiny_run_config, tmp_path, tiny_m
     assert check.exit_code == 0, check.output
 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    train_lines = [l for l in lines if "loss" in l]
-    assert [l["step"] for l in train_lines] == [1, 2, 3, 4]
-    assert all(l["tokens_per_second"] > 0 for l in train_lines)
-    assert [l["step"] for l in lines if "eval_loss" in l] == [2, 4]
+    train_lines = [rec for rec in lines if "loss" in rec]
+    assert [rec["step"] for rec in train_lines] == [1, 2, 3, 4]
+    assert all(rec["tokens_per_second"] > 0 for rec in train_lines)
+    assert [rec["step"] for rec in lines if "eval_loss" in rec] == [2, 4]
 
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     results = json.loads((run / "eval" / "results.json").read_text())
     assert results["n_items"] == 6 and set(results["comparison"]) == {"json_fields", "exact_match"}
-    assert results["models"]["base"]["eval_loss"]["loss"] > 0
+    base = results["models"]["base"]
+    assert base["validation_loss"]["loss"] > 0 and base["validation_loss"]["split"] == "validation"
+    assert base["summary"]["validation_loss"] == base["validation_loss"]["loss"]  # gateable
+    assert results["headline_metric"] == "json_fields" and len(results["items"]) == 6
     html = (run / "report.html").read_text()
     assert "<svg" in html and "json_fields" in html and manifest["datasets"]["train"]["sha256"] in html
 
@@ -138,7 +141,7 @@ def test_same_seed_same_losses_and_full_finetuning(tiny_run_config, tmp_path):
 
     def losses(name):
         lines = (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(l)["loss"] for l in lines if '"loss"' in l]
+        return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
 
     assert losses("a") == losses("b")
     full_run = tmp_path / "runs" / "full"
@@ -175,3 +178,41 @@ def test_missing_data_file_fails_cleanly_and_marks_the_run_failed(tmp_path, tiny
     assert result.exit_code != 0
     manifest = json.loads((tmp_path / "runs" / "broken" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "nope.jsonl" in manifest["error"]
+
+
+def test_a_run_and_tuneforge_eval_write_one_results_layout_that_one_gate_file_reads(tiny_run_config, tmp_path):
+    """A training run's evaluation is `tuneforge eval`: same items, same scores, same layout; the shipped quickstart
+    gate file reads both (exit 1 for failed thresholds of a tiny random model, never 2 for an unknown name)."""
+    repo = Path(__file__).resolve().parents[2]
+    metrics = "[json_fields,exact_match,rougeL,perplexity]"
+    assert invoke("train", tiny_run_config, f"eval.metrics={metrics}").exit_code == 0
+    run = tmp_path / "runs" / "tiny"
+    trained = json.loads((run / "eval" / "results.json").read_text())
+    assert trained["metrics"] == ["json_fields", "exact_match", "rougeL", "perplexity"]
+    for side in ("base", "tuned"):
+        summary = trained["models"][side]["summary"]
+        assert summary["perplexity"] > 1 and summary["validation_loss"] > 0
+    assert {"json_fields", "exact_match", "rougeL"} <= set(trained["comparison"])
+
+    out = tmp_path / "standalone"
+    test_file = tmp_path / "test.jsonl"
+    result = invoke("eval", run, "--data", test_file, "--metric", metrics.strip("[]"), "--max-new-tokens", 6,
+                    "--batch-size", 3, "--out", out, "--no-report")
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((out / "results.json").read_text())
+    assert set(evaluated) >= {"task", "headline_metric", "metrics", "n_items", "models", "comparison", "items"}
+    assert set(trained) >= set(evaluated) - {"contamination", "judge"}
+    # The merged tuned model answers exactly as the trained model did in the run (greedy, same prompts).
+    tuned_by_id = {row["id"]: row["tuned"]["prediction"] for row in trained["items"]}
+    assert {row["id"]: row["tuned"]["prediction"] for row in evaluated["items"]} == tuned_by_id
+    assert evaluated["models"]["tuned"]["summary"]["perplexity"] == pytest.approx(
+        trained["models"]["tuned"]["summary"]["perplexity"], rel=1e-3)
+
+    for results in (run / "eval" / "results.json", out / "results.json"):
+        gated = invoke("gate", results, "--gates", repo / "examples" / "gates" / "quickstart.yaml")
+        assert gated.exit_code in (0, 1), gated.output  # 2 would mean the file names a metric nothing knows
+        assert "unknown metric" not in gated.output
+        verdicts = json.loads(results.with_name("gates.json").read_text())
+        assert len(verdicts["outcomes"]) == 7 and verdicts["passed"] == (gated.exit_code == 0)
+    # The run report was re-rendered with the verdicts.
+    assert "json_fields delta_vs_base ci_low" in (run / "report.html").read_text()

@@ -17,10 +17,16 @@ def validate(
     overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. training.max_steps=20 method.name=full."),
     show: bool = typer.Option(False, "--show", help="Print the resolved config (every default filled in)."),
 ) -> None:
-    """Validate a config (unknown keys, wrong types, missing fields) and exit non-zero on any error."""
-    from tuneforge.config.loader import dump_config, load_config
+    """Validate a config (unknown keys, wrong types, missing fields, files it names) and exit non-zero on any error.
 
-    cfg = load_config(config, overrides or [])
+    Nothing is loaded: a local model folder's context window is read from its config.json (catalog and hub
+    models are checked when a run starts).
+    """
+    from tuneforge.config.loader import check_config_file, dump_config
+    from tuneforge.objectives import check_method_allowed
+
+    cfg = check_config_file(config, overrides or [])
+    check_method_allowed(cfg)
     if show:
         typer.echo(dump_config(cfg))
     make_console().print(f"[green]ok[/] {config}: valid ({cfg.method.name} + {cfg.objective.name})")

@@ -7,7 +7,22 @@ import os
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import config_cmd, data, eval_cmd, gate, models, quickstart, runs, train_cmd
+from tuneforge.cli import (
+    config_cmd,
+    data,
+    eval_cmd,
+    gate,
+    models,
+    monitor,
+    plan,
+    quickstart,
+    rag,
+    registry,
+    runs,
+    serve,
+    sweep,
+    train_cmd,
+)
 from tuneforge.errors import TuneforgeError
 
 app = typer.Typer(
@@ -37,10 +52,16 @@ app.command("train", context_settings={"allow_extra_args": False})(train_cmd.tra
 app.command("eval")(eval_cmd.evaluate)
 app.command("export")(train_cmd.export)
 app.command("gate")(gate.gate)
+app.command("sweep")(sweep.sweep)
+app.command("plan")(plan.plan)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(models.app, name="models")
 app.add_typer(runs.app, name="runs")
 app.add_typer(data.app, name="data")
+app.add_typer(registry.app, name="registry")
+app.add_typer(serve.app, name="serve")
+app.add_typer(monitor.app, name="monitor")
+app.add_typer(rag.app, name="rag")
 
 
 def _report_error(error: TuneforgeError) -> None:

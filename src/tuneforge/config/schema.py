@@ -1,13 +1,13 @@
 """The one YAML schema of a tuneforge run.
 
 Every model forbids unknown keys, so a misspelt option is an error rather than silently ignored.
-Each field's description feeds `tuneforge config show-schema` and the `--help` of the commands.
+Each field's description feeds `tuneforge config schema` and the `--help` of the commands.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -34,14 +34,42 @@ class DataConfig(StrictModel):
     train: str = Field(..., description="Training data file (JSONL); `quickstart:` paths refer to bundled data.")
     validation: str | None = Field(None, description="Validation file for eval loss and early stopping.")
     test: str | None = Field(None, description="Held-out test file for the base-vs-tuned comparison.")
-    format: Literal["auto", "chat", "alpaca", "prompt_completion", "preference", "kto", "text"] = Field(
+    format: Literal["auto", "chat", "alpaca", "sharegpt", "prompt_completion", "preference", "kto", "text"] = Field(
         "auto", description="Row format; `auto` detects it from the fields of the rows."
     )
-    max_length: int = Field(512, gt=8, description="Maximum tokens per training example; longer ones are truncated.")
+    max_length: int = Field(
+        512, gt=8, description="Maximum tokens per training example; longer ones are truncated. Must not exceed the "
+        "model's context window (its config's max_position_embeddings) unless allow_longer_than_context is set.")
+    allow_longer_than_context: bool = Field(
+        False, description="Allow data.max_length beyond the context window in the model's config: only for models "
+        "whose RoPE scaling extends the context past that number, or when extending it on purpose (positions past the "
+        "trained window are otherwise garbage in, garbage out).")
+    license: str | None = Field(
+        None, description="License of the training data (an SPDX id such as cc-by-4.0); carried into the model card "
+        "and datasheet, `unknown` when not given.")
     train_on: Literal["assistant", "all"] = Field(
         "assistant",
         description="Which tokens carry loss: only assistant turns/completions (default) or every token.",
     )
+    order: Literal["shuffled", "curriculum"] = Field(
+        "shuffled", description="Order the training rows are seen in: `shuffled` (the seeded sampler, grouped by "
+        "length under batching length_grouped) or `curriculum` (easy -> hard by data.difficulty, the same order in "
+        "every epoch; objective sft, not with batching packed). The order used is written to RUN/data_order.json "
+        "and reused when the run resumes.")
+    difficulty: str = Field(
+        "length", description="Difficulty measure of a curriculum: `length` (tokens of the rendered example), "
+        "`base_loss` (the base model's mean loss per trained token on the example: one scoring pass before "
+        "training) or `field:NAME` (a numeric field of the row, e.g. field:meta.grade).")
+    difficulty_order: Literal["easy_first", "hard_first"] = Field(
+        "easy_first", description="Curriculum direction: lowest difficulty first (`easy_first`) or the reverse "
+        "(`hard_first`, an anti-curriculum). Ties keep file order.")
+
+    @field_validator("difficulty")
+    @classmethod
+    def _known_difficulty(cls, value: str) -> str:
+        if value in ("length", "base_loss") or (value.startswith("field:") and value[len("field:"):].strip()):
+            return value
+        raise ValueError(f"difficulty {value!r}: use length, base_loss or field:NAME")
 
 
 class LoraConfig(StrictModel):
@@ -152,7 +180,8 @@ class KTOOptions(StrictModel):
 
 
 class ORPOOptions(StrictModel):
-    beta: float = Field(0.1, gt=0, description="ORPO's lambda: weight of the odds-ratio term next to the NLL of chosen.")
+    beta: float = Field(0.1, gt=0,
+                        description="ORPO's lambda: weight of the odds-ratio term next to the NLL of chosen.")
 
 
 class RewardOptions(StrictModel):
@@ -191,20 +220,77 @@ class MultitaskOptions(StrictModel):
         "without repeating a row).")
 
 
+class DistillOptions(StrictModel):
+    teacher: str | None = Field(
+        None, description="The teacher: any local model reference (catalog name, folder, .gguf, hub id, run, "
+        "adapter folder, registry:NAME@ALIAS).")
+    mode: Literal["sequence", "token"] = Field(
+        "sequence", description="`sequence`: the teacher's greedy answers to the training prompts become the "
+        "targets (generated once, cached in the run directory), then SFT on them; `token`: KL(teacher || student) "
+        "on the teacher's next-token distributions at every trained position, mixed with the hard-label loss "
+        "(teacher and student must share a tokenizer).")
+    temperature: float = Field(1.0, gt=0, description="token mode: both distributions are softened by this "
+                               "temperature; the KL term is multiplied by temperature^2 to keep its gradient scale.")
+    alpha: float = Field(0.5, ge=0, le=1, description="token mode: loss = alpha x T^2 x KL + (1 - alpha) x "
+                         "cross-entropy on the data's own answers (1: pure distillation).")
+    max_new_tokens: int = Field(256, gt=0, description="sequence mode: generation budget of each teacher answer.")
+    batch_size: int = Field(16, gt=0, description="sequence mode: prompts the teacher answers together.")
+
+
 class ObjectiveConfig(StrictModel):
-    name: Literal["sft", "cpt", "multitask", "dpo", "kto", "orpo", "reward", "rl"] = Field(
+    name: Literal["sft", "cpt", "multitask", "dpo", "kto", "orpo", "reward", "rl", "distill"] = Field(
         "sft",
         description="What is optimised: `sft` (supervised fine-tuning), `cpt` (continued pretraining on raw text), "
         "`multitask` (SFT on a weighted task mixture, per-task metrics), `dpo`/`orpo` (preference pairs), `kto` "
-        "(single labelled completions), `reward` (reward model on pairs), `rl` (online GRPO/RLOO).",
+        "(single labelled completions), `reward` (reward model on pairs), `rl` (online GRPO/RLOO), `distill` "
+        "(a student trained on a teacher's answers or next-token distributions).",
     )
+    distill: DistillOptions = Field(default_factory=DistillOptions,
+                                    description="Distillation options (objective `distill`).")
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="DPO options (objective `dpo`).")
     kto: KTOOptions = Field(default_factory=KTOOptions, description="KTO options (objective `kto`).")
     orpo: ORPOOptions = Field(default_factory=ORPOOptions, description="ORPO options (objective `orpo`).")
-    reward: RewardOptions = Field(default_factory=RewardOptions, description="Reward-model options (objective `reward`).")
+    reward: RewardOptions = Field(default_factory=RewardOptions,
+                                  description="Reward-model options (objective `reward`).")
     rl: RLOptions = Field(default_factory=RLOptions, description="Online RL options (objective `rl`).")
     multitask: MultitaskOptions = Field(default_factory=MultitaskOptions,
                                         description="Task mixture (objective `multitask`).")
+
+    @model_validator(mode="after")
+    def _distill_has_teacher(self) -> "ObjectiveConfig":
+        if self.name == "distill" and not self.distill.teacher:
+            raise ValueError("objective distill needs objective.distill.teacher (the model to learn from)")
+        return self
+
+
+class EWCConfig(StrictModel):
+    weight: float = Field(..., gt=0, description="Strength of the pull: weight x sum_i F_i (theta_i - theta0_i)^2, "
+                          "with the diagonal Fisher F normalised to mean 1 over the trained parameters (so a weight "
+                          "means about what it means for l2sp).")
+    general_data: str | None = Field(
+        None, description="General-ability set the Fisher is estimated on (rows with question and answer, the "
+        "format `tuneforge eval --general` reads); default: the bundled general set.")
+    n_samples: int = Field(64, gt=0, description="Rows of the general set used for the Fisher estimate (one "
+                           "forward and backward pass each, once before training).")
+
+
+class RegularizationConfig(StrictModel):
+    l2sp: float | None = Field(
+        None, gt=0, description="L2-SP: add weight x sum (theta - theta0)^2 over the trained parameters to the "
+        "loss, theta0 being the pre-trained weights (full and freeze methods).")
+    ewc: EWCConfig | None = Field(
+        None, description="Elastic weight consolidation: like l2sp, each parameter weighted by how much the "
+        "general set's loss depends on it (diagonal Fisher, computed once at the start; full and freeze methods).")
+
+    @property
+    def active(self) -> bool:
+        return self.l2sp is not None or self.ewc is not None
+
+
+#: Methods whose trained parameters are base weights, so a distance to the pre-trained weights means something.
+REGULARIZED_METHODS = ("full", "freeze")
+#: Objectives trained by the SFT trainer's token loss (or distill's own), where label smoothing and NEFTune apply.
+TOKEN_LOSS_OBJECTIVES = ("sft", "cpt", "multitask", "distill")
 
 
 class TrainingConfig(StrictModel):
@@ -216,7 +302,10 @@ class TrainingConfig(StrictModel):
         description="Peak learning rate. Default by method: 2e-4 for LoRA/QLoRA, 1e-5 for full and freeze, "
         "3e-3 for IA3, 1e-2 for prefix, 3e-2 for prompt tuning.",
     )
-    batch_size: int = Field(8, gt=0, description="Examples per device per forward pass.")
+    batch_size: int = Field(
+        8, gt=0, description="Examples per device per forward pass. With batching `packed` it counts packed rows, "
+        "not examples: each row holds as many whole examples as fit in data.max_length tokens, so a step can train on "
+        "many more examples than batch_size x gradient_accumulation_steps.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming the LR up linearly.")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
@@ -227,7 +316,8 @@ class TrainingConfig(StrictModel):
     batching: Literal["length_grouped", "packed", "padded"] = Field(
         "length_grouped",
         description="How batches are built: `length_grouped` (similar lengths together, low padding), "
-        "`packed` (concatenated with per-sample attention boundaries) or plain `padded`.",
+        "`packed` (concatenated with per-sample attention boundaries; batch_size then counts packed rows) or plain "
+        "`padded`.",
     )
     eval_every_steps: int = Field(20, gt=0, description="Evaluate validation loss every N optimizer steps.")
     save_every_steps: int = Field(50, gt=0, description="Write a checkpoint every N optimizer steps.")
@@ -245,6 +335,13 @@ class TrainingConfig(StrictModel):
         False, description="Recompute activations in the backward pass instead of storing them: less memory, "
         "about a third more compute, same gradients."
     )
+    loss_at_trained_positions: bool = Field(
+        True, description="SFT/CPT: run the LM head and cross-entropy only at positions whose next token is trained "
+        "(the assistant's answer), not at every position: the same loss and gradients, less time and memory. false "
+        "selects the reference path (TRL's LM head over every position). Llama/Mistral/Qwen2/Qwen3 models; falls back "
+        "to the reference path by itself when the method trains or adapts the LM head or embeddings, for prompt "
+        "learning and under DDP/FSDP/DeepSpeed."
+    )
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit"] = Field(
         "adamw_torch", description="Optimizer: `adamw_torch`, or bitsandbytes' 8-bit AdamW (`adamw_8bit`, "
         "`paged_adamw_8bit`, needs bitsandbytes; saves optimizer-state memory on GPU)."
@@ -257,6 +354,31 @@ class TrainingConfig(StrictModel):
         None, description="JSON file for the strategy: an FSDP config or a DeepSpeed ZeRO config "
         "(see examples/distributed/)."
     )
+    regularization: RegularizationConfig = Field(
+        default_factory=RegularizationConfig, description="Stay close to the base: a proximal penalty toward the "
+        "pre-trained weights (l2sp, ewc) added to every objective's training loss; full and freeze methods only.")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing epsilon of the token loss: (1 - eps) x NLL + eps x the mean "
+        "negative log-probability over the vocabulary (sft, cpt, multitask, distill).")
+    neftune_noise_alpha: float | None = Field(
+        None, gt=0, description="NEFTune: uniform noise of scale alpha / sqrt(length x hidden) added to the input "
+        "embeddings in training only (sft, cpt, multitask, distill); 5 is the paper's usual value.")
+    plan_check: bool = Field(
+        True, description="Plan the run before loading weights (`tuneforge plan`) and refuse to start one whose "
+        "planned peak memory exceeds this machine's (false, or `tuneforge train --no-plan-check`: run anyway).")
+    report_to: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that receive the training metrics through the trainer's own integrations "
+        "(metrics.jsonl is always written): `mlflow` (MLFLOW_TRACKING_URI), `tensorboard` (TENSORBOARD_LOGGING_DIR) "
+        "or `wandb` (WANDB_PROJECT). A tracker whose package is not installed is a config error.",
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_installed(cls, value: list[str]) -> list[str]:
+        from tuneforge.integrations.tracking import check_trackers
+
+        return check_trackers(value)
 
     @model_validator(mode="after")
     def _check_distributed(self) -> "TrainingConfig":
@@ -269,10 +391,11 @@ class TrainingConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    metric: Literal["exact_match", "json_fields", "both"] = Field(
-        "both",
-        description="Task metric on generated answers: whole-answer exact match, per-field accuracy of a JSON "
-        "answer, or both (the first reported is the headline).",
+    metrics: list[str] | None = Field(
+        None,
+        description="Metrics for the test items, any name in the metric registry (`tuneforge eval --list-metrics`): "
+        "json_fields, exact_match, rougeL, chrf, token_f1, perplexity, ...; the first is the headline. Default: "
+        "json_fields + exact_match when every reference is a JSON object, else exact_match_norm + token_f1.",
     )
     max_new_tokens: int = Field(64, gt=0, description="Generation budget per test item (greedy decoding).")
     batch_size: int = Field(16, gt=0, description="Items generated together (left-padded, KV-cached).")
@@ -280,10 +403,41 @@ class EvalConfig(StrictModel):
     bootstrap_samples: int = Field(10000, gt=99, description="Resamples for the paired bootstrap interval.")
     compare_base: bool = Field(True, description="Also evaluate the base model on the same items.")
 
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from tuneforge.errors import ConfigError
+        from tuneforge.eval import registry
+
+        if not value:
+            raise ValueError("list at least one metric, or leave eval.metrics out for the default")
+        try:
+            names = registry.expand(value)
+            registry.split_metrics(names)
+        except ConfigError as exc:
+            raise ValueError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+        return names
+
 
 class ExportConfig(StrictModel):
     adapter: bool = Field(True, description="Save the adapter in PEFT format (LoRA runs).")
     merged: bool = Field(True, description="Save a merged safetensors folder with tokenizer and chat template.")
+    gguf: list[Literal["f16", "q8_0", "q4_0"]] = Field(
+        default_factory=list,
+        description="GGUF files to write from the merged model (RUN/gguf/model-<quant>.gguf) for llama.cpp/Ollama; "
+        "each is checked in llama.cpp (tokens, chat template, greedy generation, end-of-turn stop) and refused if a "
+        "check fails. Needs llama-cpp-python (the `gguf` extra).",
+    )
+    card: bool = Field(True, description="Write a model card (README.md with Hugging Face front matter) next to "
+                       "each exported model.")
+
+    @model_validator(mode="after")
+    def _gguf_needs_merged(self) -> "ExportConfig":
+        if self.gguf and not self.merged:
+            raise ValueError("export.gguf is converted from the merged model: set export.merged: true")
+        return self
 
 
 class OutputConfig(StrictModel):
@@ -306,6 +460,27 @@ class RunConfig(StrictModel):
     def _check_consistency(self) -> "RunConfig":
         if self.training.early_stopping_patience and not self.data.validation:
             raise ValueError("training.early_stopping_patience needs data.validation to measure eval loss")
+        training = self.training
+        if training.regularization.active and self.method.name not in REGULARIZED_METHODS:
+            raise ValueError(
+                f"training.regularization with method {self.method.name}: the penalty pulls trained base weights "
+                f"toward their pre-trained values, and {self.method.name} trains no base weight (its new parameters "
+                "start at the base's function already, and its size is its own limit); use method full or freeze")
+        if training.regularization.active and training.distributed != "ddp":
+            raise ValueError("training.regularization needs whole parameters; training.distributed="
+                             f"{training.distributed} shards them: use ddp")
+        for name, value in (("label_smoothing", training.label_smoothing),
+                            ("neftune_noise_alpha", training.neftune_noise_alpha)):
+            if value and self.objective.name not in TOKEN_LOSS_OBJECTIVES:
+                raise ValueError(f"training.{name} applies to the token loss of {', '.join(TOKEN_LOSS_OBJECTIVES)}; "
+                                 f"objective {self.objective.name} computes its own loss and would ignore it")
+        if self.data.order == "curriculum":
+            if self.objective.name != "sft":
+                raise ValueError(f"data.order curriculum orders SFT examples; objective {self.objective.name} "
+                                 "builds its own training rows (use data.order: shuffled)")
+            if self.training.batching == "packed":
+                raise ValueError("data.order curriculum with training.batching packed: packing regroups the rows "
+                                 "and loses the order (use batching length_grouped or padded)")
         return self
 
     def effective_learning_rate(self) -> float:

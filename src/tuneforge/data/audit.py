@@ -10,8 +10,9 @@ prompt_completion, the completion plus eos. The formula is checked against the r
 (`render_example`) on a deterministic sample (`formula_check` in the report), and the rows that exceed
 max length - the only ones whose loss changes - are rendered exactly, with and without truncation, to
 measure the trained tokens truncation throws away (up to MAX_EXACT of them, an evenly spaced sample beyond
-that, whose lost share is applied to the rest and flagged `truncation_loss_estimated`). The derived training template is proven on a
-deterministic sample of rows plus every over-length row, not on all 100k (`template.verified_rows`).
+that, whose lost share is applied to the rest and flagged `truncation_loss_estimated`). The derived training
+template is proven on a deterministic sample of rows plus every over-length row, not on all 100k
+(`template.verified_rows`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tuneforge.data.formats import LoadedData, load_dataset_file
+from tuneforge.data.formats import CHAT_FORMATS, LoadedData, load_dataset_file
 from tuneforge.data.text import chunked, progress_iter
 
 _CHUNK = 2048
@@ -45,6 +46,19 @@ def _content(value: Any) -> str:
     return value if isinstance(value, str) else "".join(m["content"] for m in value)
 
 
+def _trained_after_content(tokenizer, template) -> int:
+    """Trained tokens a template with its own {% generation %} markers adds after an answer's content (its
+    end-of-turn, when the markers enclose it), measured on a probe: such a template does not say."""
+    from tuneforge.data.render import render_example
+
+    probe = {"messages": [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]}
+    try:
+        out = render_example(probe, tokenizer, template, 1 << 20)
+    except Exception:  # noqa: BLE001 - a template the probe cannot render fails later on real rows, with their line
+        return 0
+    return max(sum(out["assistant_masks"]) - len(tokenizer("pong", add_special_tokens=False)["input_ids"]), 0)
+
+
 class TokenCounter:
     """Batch token counts for normalised rows of any format, matching what training renders."""
 
@@ -53,6 +67,8 @@ class TokenCounter:
         self.backend = tokenizer.backend_tokenizer
         self.template = template
         self.eot = 1 if template is not None and template.end_of_turn else 0
+        if template is not None and not template.derived:
+            self.eot = _trained_after_content(tokenizer, template)
         self.eos = 1 if tokenizer.eos_token_id is not None else 0
 
     def _count(self, texts: list[str], specials: bool = False) -> np.ndarray:
@@ -62,7 +78,9 @@ class TokenCounter:
                            dtype=np.int64, count=len(texts))
 
     def _render(self, messages: list[dict], generation_prompt: bool = False) -> str:
-        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+        from tuneforge.data.chat_template import template_message
+
+        plain = [template_message(m) for m in messages]
         return self.tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt)
 
     def _prompt(self, prompts: list[Any]) -> np.ndarray:
@@ -79,7 +97,7 @@ class TokenCounter:
         return self._count([_content(a) for a in answers]) + extra
 
     def count(self, rows: list[dict], fmt: str) -> Lengths:
-        if fmt in ("chat", "alpaca"):
+        if fmt in CHAT_FORMATS:
             total = self._count([self._render(r["messages"]) for r in rows])
             pieces, owner = [], []
             for k, r in enumerate(rows):
@@ -89,6 +107,14 @@ class TokenCounter:
                         owner.append(k)
             trained = np.bincount(np.asarray(owner, dtype=np.int64), weights=self._count(pieces) + self.eot,
                                   minlength=len(rows)).astype(np.int64)
+            if self.template is not None:
+                # Where a template puts tool calls is its own business, so the content formula cannot count them:
+                # tool-call rows are rendered exactly (they are usually few).
+                from tuneforge.data.render import render_example
+
+                for k, r in enumerate(rows):
+                    if any(m.get("tool_calls") for m in r["messages"]):
+                        trained[k] = sum(render_example(r, self.tokenizer, self.template, 1 << 30)["assistant_masks"])
             return Lengths(total, trained, {"total": total, "trained": trained})
         if fmt == "text":
             total = self._count([r["text"] for r in rows], True) + self.eos
@@ -138,9 +164,11 @@ def _count_lengths(data: LoadedData, counter: TokenCounter, progress: bool) -> L
 def _stats(values: np.ndarray) -> dict:
     if values.size == 0:
         return {"count": 0}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"count": int(values.size), "mean": round(float(values.mean()), 1), "p50": float(p50), "p95": float(p95),
-            "p99": float(p99), "max": int(values.max()), "min": int(values.min())}
+    # Interpolated percentiles of integer counts carry float noise (12344.099999999988); a tenth of a token is
+    # already more precision than a length limit needs.
+    p50, p95, p99 = (round(float(p), 1) for p in np.percentile(values, [50, 95, 99]))
+    return {"count": int(values.size), "mean": round(float(values.mean()), 1), "p50": p50, "p95": p95,
+            "p99": p99, "max": int(values.max()), "min": int(values.min())}
 
 
 def histogram(values: np.ndarray, bins: int = 40) -> dict:
@@ -158,7 +186,7 @@ def _sample(n: int, k: int) -> list[int]:
 
 
 def _renderable(fmt: str) -> bool:
-    return fmt in ("chat", "alpaca", "prompt_completion")
+    return fmt in CHAT_FORMATS + ("prompt_completion",)
 
 
 def token_section(data: LoadedData, tokenizer, max_length: int, context: int | None, progress: bool) -> dict:
@@ -166,7 +194,7 @@ def token_section(data: LoadedData, tokenizer, max_length: int, context: int | N
     from tuneforge.data.render import render_example
 
     lines = data.line_numbers
-    chat = data.format in ("chat", "alpaca")
+    chat = data.format in CHAT_FORMATS
     template = None
     template_info: dict[str, Any] = {}
     if chat:
@@ -174,6 +202,11 @@ def token_section(data: LoadedData, tokenizer, max_length: int, context: int | N
         sample = _sample(len(data.rows), SAMPLE_ROWS)
         template = prepare_training_template(tokenizer, [data.rows[i] for i in sample],
                                              [data.where(i) for i in sample])
+    if chat:
+        from tuneforge.data.chat_template import check_tool_rendering
+
+        # The template proof above saw a sample; every row with tool calls must render, not only sampled ones.
+        check_tool_rendering(tokenizer, data.rows, [data.where(i) for i in range(len(data.rows))])
     counter = TokenCounter(tokenizer, template)
     lengths = count_lengths(data, counter, progress)
     over = np.flatnonzero(lengths.total > max_length)
@@ -187,7 +220,8 @@ def token_section(data: LoadedData, tokenizer, max_length: int, context: int | N
         exact_idx = over if over.size <= MAX_EXACT else over[_sample(int(over.size), MAX_EXACT)]
         if chat and exact_idx.size:
             proof = [int(i) for i in exact_idx]
-            template = prepare_training_template(tokenizer, [data.rows[i] for i in proof], [data.where(i) for i in proof])
+            template = prepare_training_template(tokenizer, [data.rows[i] for i in proof],
+                                                 [data.where(i) for i in proof])
         sample_trained = 0
         for i in progress_iter(exact_idx.tolist(), total=int(exact_idx.size), description="truncation",
                                enabled=progress and exact_idx.size > 256):
@@ -211,12 +245,14 @@ def token_section(data: LoadedData, tokenizer, max_length: int, context: int | N
             room = np.maximum(0, max_length - prompt)
             kept = np.minimum(lengths.fields["chosen"], room) + np.minimum(lengths.fields["rejected"], room)
         lost = int((lengths.trained - kept)[over].sum())
-        over_rows = [{"line": lines[i], "tokens": int(lengths.total[i]), "trained_tokens_lost": int((lengths.trained - kept)[i])}
+        over_rows = [{"line": lines[i], "tokens": int(lengths.total[i]),
+                      "trained_tokens_lost": int((lengths.trained - kept)[i])}
                      for i in over[:MAX_LISTED].tolist()]
         check = None
     if template is not None:
         template_info = {"derived": template.derived, "strategy": template.strategy,
-                         "verified_rows": template.verified_rows, "verified_on": "deterministic sample + over-length rows"}
+                         "verified_rows": template.verified_rows,
+                         "verified_on": "deterministic sample + over-length rows"}
     trained_total = int(lengths.trained.sum())
     total_tokens = int(lengths.total.sum())
     return {
@@ -249,7 +285,8 @@ def _formula_check(data: LoadedData, tokenizer, template, lengths: Lengths) -> d
     worst = 0
     for i in sample:
         r = render_example(data.rows[i], tokenizer, template, 1 << 30)
-        diff = max(abs(len(r["input_ids"]) - int(lengths.total[i])), abs(sum(r["assistant_masks"]) - int(lengths.trained[i])))
+        diff = max(abs(len(r["input_ids"]) - int(lengths.total[i])),
+                   abs(sum(r["assistant_masks"]) - int(lengths.trained[i])))
         if diff:
             mismatches.append(data.line_numbers[i])
             worst = max(worst, diff)
@@ -274,6 +311,9 @@ class AuditInputs:
     # Low on purpose: a copied passage of a few sentences is contamination even inside a long item.
     leak_min_share: float = 0.1
     label_field: str | None = None
+    # Class balance by cohort: a field naming each row's cohort, else cohorts detected from a swap list's terms.
+    cohort_field: str | None = None
+    swaps: str | None = None
 
 
 def _timed(timings: dict, name: str, fn: Callable[[], Any]) -> Any:
@@ -290,7 +330,7 @@ def _label_balance(data: LoadedData, label_field: str | None) -> dict | None:
     if label_field is None:
         if data.format == "kto":
             label_field = "label"
-        elif data.rows and "label" in (data.rows[0].get("meta") or {}):
+        elif any("label" in (r.get("meta") or {}) for r in data.rows):
             label_field = "meta.label"
         else:
             return None
@@ -305,7 +345,8 @@ def _label_balance(data: LoadedData, label_field: str | None) -> dict | None:
         counts[key] = counts.get(key, 0) + 1
     total = sum(counts.values())
     return {"field": label_field, "counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
-            "shares": {k: round(v / total, 4) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {},
+            "shares": ({k: round(v / total, 4) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+                       if total else {}),
             "missing": len(missing), "missing_lines": missing[:20]}
 
 
@@ -324,8 +365,15 @@ def run_audit(inputs: AuditInputs, *, progress: bool = False, tokenizer=None, co
     for k, path in enumerate(inputs.eval_files):
         splits[f"eval{k + 1}:{path}"] = load_dataset_file(path)
     train = splits["train"]
+    label_field = inputs.label_field
+    if label_field is not None:
+        from tuneforge.data.split import resolve_field
+
+        # Resolved before the slow stages, so a misspelt field fails in a second, not after tokenising.
+        label_field = resolve_field(train.rows, label_field, "--label-field of the audit")
     report: dict[str, Any] = {
-        "sources": {name: {"path": d.path, "format": d.format, "file_type": d.file_type, "rows": len(d), "sha256": d.sha256}
+        "sources": {name: {"path": d.path, "format": d.format, "file_type": d.file_type, "rows": len(d),
+                           "sha256": d.sha256}
                     for name, d in splits.items()},
     }
     if tokenizer is None and inputs.model:
@@ -340,7 +388,8 @@ def run_audit(inputs: AuditInputs, *, progress: bool = False, tokenizer=None, co
         tokenizer, context = _timed(timings, "load model", load)
     report["model"] = inputs.model
     if tokenizer is not None:
-        report["tokens"] = _timed(timings, "tokens", lambda: token_section(train, tokenizer, inputs.max_length, context, progress))
+        report["tokens"] = _timed(timings, "tokens",
+                                  lambda: token_section(train, tokenizer, inputs.max_length, context, progress))
     dedup = _timed(timings, "duplicates", lambda: find_duplicates(
         train.rows, train.line_numbers, threshold=inputs.near_threshold, progress=progress))
     report["duplicates"] = {
@@ -351,20 +400,33 @@ def run_audit(inputs: AuditInputs, *, progress: bool = False, tokenizer=None, co
         "near": [{"lines": c.lines, "similarity": round(c.similarity, 3)} for c in dedup.near[:MAX_LISTED]],
     }
     report["conflicts"] = {"groups": len(dedup.conflicts),
-                           "items": [{"lines": g.lines, "distinct_answers": g.distinct_answers} for g in dedup.conflicts[:MAX_LISTED]]}
+                           "items": [{"lines": g.lines, "distinct_answers": g.distinct_answers}
+                                     for g in dedup.conflicts[:MAX_LISTED]]}
     pii = _timed(timings, "pii", lambda: scan_rows(train.rows, train.line_numbers, progress=progress))
     report["pii"] = {"rows_scanned": pii.rows_scanned, "rows_with_pii": pii.rows_with_pii,
                      "counts": dict(sorted(pii.counts.items())),
-                     "examples": {t: [{"line": f.line, "masked": f.masked} for f in ex] for t, ex in sorted(pii.examples.items())}}
+                     # Every string/integer of each row is scanned, meta included; field -> rows having it.
+                     "fields_scanned": dict(sorted(pii.fields_scanned.items())),
+                     "by_field": {f: dict(sorted(c.items())) for f, c in sorted(pii.by_field.items())},
+                     "examples": {t: [{"line": f.line, "field": f.field, "masked": f.masked} for f in ex]
+                                  for t, ex in sorted(pii.examples.items())}}
     if len(splits) > 1:
         leak = _timed(timings, "leakage", lambda: find_leakage(
             {k: v.rows for k, v in splits.items()}, {k: v.line_numbers for k, v in splits.items()},
             n=inputs.ngram, min_share=inputs.leak_min_share, progress=progress))
-        report["leakage"] = {"ngram": leak.n, "min_share": inputs.leak_min_share, "exact_pairs": len(leak.exact), "ngram_pairs": len(leak.ngram),
+        report["leakage"] = {"ngram": leak.n, "min_share": inputs.leak_min_share, "exact_pairs": len(leak.exact),
+                             "ngram_pairs": len(leak.ngram),
                              "leaked_items": leak.leaked_items, "boilerplate_ngrams": leak.boilerplate_ngrams,
                              "pairs": [{"kind": p.kind, "ref_split": p.ref_split, "ref_line": p.ref_line,
                                         "eval_split": p.eval_split, "eval_line": p.eval_line, "share": p.share}
                                        for p in leak.pairs[:MAX_LISTED]]}
-    report["label_balance"] = _label_balance(train, inputs.label_field)
+    report["label_balance"] = _label_balance(train, label_field)
+    from tuneforge.data.fairness.cohorts import cohort_balance
+    from tuneforge.data.fairness.swaps import load_swaps
+
+    balance_field = report["label_balance"]["field"] if report["label_balance"] else None
+    report["cohort_balance"] = _timed(timings, "cohorts", lambda: cohort_balance(
+        train, balance_field, cohort_field=inputs.cohort_field,
+        swaps=None if inputs.cohort_field else load_swaps(inputs.swaps)))
     report["timings_s"] = timings
     return report

@@ -9,17 +9,17 @@ import html
 import json
 from typing import Any
 
+from tuneforge.report.charts import histogram_chart
+
 _BAR = "#4a7fb5"
-_MARK = ("#c0392b", "#8e44ad")
 
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def bar_chart(labels: list[str], values: list[float], *, width: int = 640, height: int = 220,
-              markers: list[tuple[float, str]] | None = None, x_max: float | None = None) -> str:
-    """Vertical bars; `markers` are (x value, label) vertical lines on a numeric x axis from 0 to x_max."""
+def bar_chart(labels: list[str], values: list[float], *, width: int = 640, height: int = 220) -> str:
+    """Vertical bars for categories (PII types, cluster sizes, labels); numeric axes use report.charts."""
     if not values:
         return "<p><em>no data</em></p>"
     top = max(values) or 1
@@ -31,19 +31,8 @@ def bar_chart(labels: list[str], values: list[float], *, width: int = 640, heigh
         x = pad + k * bar_w
         parts.append(f'<rect x="{x:.1f}" y="{10 + plot_h - h:.1f}" width="{max(bar_w - 1, 1):.1f}" height="{h:.1f}" '
                      f'fill="{_BAR}"><title>{_e(label)}: {_e(value)}</title></rect>')
-    if x_max:
-        for k, (x_value, label) in enumerate(markers or []):
-            x = pad + (width - 2 * pad) * min(x_value / x_max, 1.0)
-            color = _MARK[k % 2]
-            parts.append(f'<line x1="{x:.1f}" y1="10" x2="{x:.1f}" y2="{10 + plot_h}" stroke="{color}" stroke-width="2" '
-                         f'stroke-dasharray="4 2"/><text x="{x + 3:.1f}" y="{22 + 14 * k}" font-size="11" '
-                         f'fill="{color}">{_e(label)}</text>')
-        parts.append(f'<text x="{pad}" y="{height - 20}" font-size="11">0</text>'
-                     f'<text x="{width - pad - 40}" y="{height - 20}" font-size="11">{_e(int(x_max))}</text>')
-    else:
-        for k, label in enumerate(labels):
-            x = pad + k * bar_w + bar_w / 2
-            parts.append(f'<text x="{x:.1f}" y="{height - 22}" font-size="11" text-anchor="middle">{_e(label)}</text>')
+        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 22}" font-size="11" text-anchor="middle">'
+                     f'{_e(label)}</text>')
     parts.append(f'<text x="2" y="12" font-size="11">{_e(int(top))}</text></svg>')
     return "".join(parts)
 
@@ -68,30 +57,35 @@ def render_html(report: dict) -> str:
            "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}h2{margin-top:1.6em}",
            "</style></head><body><h1>Data audit</h1>"]
     out.append("<h2>Sources</h2>" + _table(["split", "path", "format", "file type", "rows", "sha256"],
-               [[k, v["path"], v["format"], v["file_type"], v["rows"], v["sha256"][:16]] for k, v in report["sources"].items()]))
+               [[k, v["path"], v["format"], v["file_type"], v["rows"], v["sha256"][:16]]
+                for k, v in report["sources"].items()]))
     tokens = report.get("tokens")
     if tokens:
         hist = tokens["histogram"]
-        edges, counts = hist["edges"], hist["counts"]
-        labels = [f"{edges[k]:.0f}-{edges[k + 1]:.0f} tokens" for k in range(len(counts))]
         markers = [(tokens["max_length"], f"max length {tokens['max_length']}")]
         if tokens.get("context_window"):
             markers.append((tokens["context_window"], f"context window {tokens['context_window']}"))
-        x_max = max([edges[-1] if edges else 0] + [m[0] for m in markers])
         out.append(f"<h2>Token lengths ({_e(report.get('model'))})</h2>")
-        out.append(bar_chart(labels, counts, markers=markers, x_max=x_max))
+        out.append(histogram_chart(hist["edges"], hist["counts"], markers=markers, title="rows by token length",
+                                   x_label="tokens per row"))
         out.append(_table(["field", "P50", "P95", "P99", "max"],
-                          [[k, v.get("p50"), v.get("p95"), v.get("p99"), v.get("max")] for k, v in tokens["fields"].items()]))
+                          [[k, v.get("p50"), v.get("p95"), v.get("p99"), v.get("max")]
+                           for k, v in tokens["fields"].items()]))
         out.append(f"<p>{tokens['over_max_length']} rows exceed max length {tokens['max_length']}; truncation loses "
-                   f"{tokens['trained_tokens_lost_to_truncation']} trained tokens ({tokens['lost_trained_share']:.2%} of "
+                   f"{tokens['trained_tokens_lost_to_truncation']} trained tokens "
+                   f"({tokens['lost_trained_share']:.2%} of "
                    f"{tokens['trained_tokens']}). Trained-token ratio {tokens['trained_token_ratio']:.2%}.</p>")
     pii = report["pii"]
     out.append("<h2>Personal data</h2>" + bar_chart(list(pii["counts"]), list(pii["counts"].values())))
-    out.append(_table(["type", "line", "masked example"],
-                      [[t, ex["line"], ex["masked"]] for t, exs in pii["examples"].items() for ex in exs]))
+    out.append(_table(["type", "line", "field", "masked example"],
+                      [[t, ex["line"], ex.get("field", ""), ex["masked"]]
+                       for t, exs in pii["examples"].items() for ex in exs]))
+    if pii.get("fields_scanned"):
+        out.append(f"<p>Fields scanned: {_e(', '.join(pii['fields_scanned']))}</p>")
     dup = report["duplicates"]
     out.append(f"<h2>Duplicates</h2><p>{dup['exact_groups']} exact groups ({dup['exact_extra_rows']} extra rows), "
-               f"{dup['near_clusters']} near clusters ({dup['near_extra_rows']} extra rows, threshold {dup['threshold']}).</p>")
+               f"{dup['near_clusters']} near clusters ({dup['near_extra_rows']} extra rows, "
+               f"threshold {dup['threshold']}).</p>")
     sizes = [len(g["lines"]) for g in dup["exact"]] + [len(c["lines"]) for c in dup["near"]]
     if sizes:
         size_counts = {s: sizes.count(s) for s in sorted(set(sizes))}
@@ -102,7 +96,8 @@ def render_html(report: dict) -> str:
                [[_lines(c["lines"]), c["distinct_answers"]] for c in report["conflicts"]["items"]]))
     leak = report.get("leakage")
     if leak:
-        out.append(f"<h2>Leakage</h2><p>{leak['exact_pairs']} exact pairs, {leak['ngram_pairs']} {leak['ngram']}-gram pairs "
+        out.append(f"<h2>Leakage</h2><p>{leak['exact_pairs']} exact pairs, "
+                   f"{leak['ngram_pairs']} {leak['ngram']}-gram pairs "
                    f"(share &ge; {leak['min_share']}); leaked items {_e(json.dumps(leak['leaked_items']))}.</p>")
         out.append(bar_chart(list(leak["leaked_items"]), list(leak["leaked_items"].values()), height=160))
         out.append(_table(["kind", "reference", "line", "eval split", "line", "share"],
@@ -112,6 +107,24 @@ def render_html(report: dict) -> str:
     if labels:
         out.append(f"<h2>Label balance ({_e(labels['field'])})</h2>"
                    + bar_chart(list(labels["counts"]), list(labels["counts"].values()), height=180))
+    out.extend(_cohort_section(report.get("cohort_balance")))
     out.append("<h2>Timings (s)</h2>" + _table(["stage", "seconds"], [[k, v] for k, v in report["timings_s"].items()]))
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _cohort_section(balance: dict | None) -> list[str]:
+    if not balance:
+        return []
+    out = [f"<h2>Class balance by cohort</h2><p>Cohorts from {_e(balance['source'])}"
+           + (f"; labels from {_e(balance['label_field'])}" if balance["label_field"] else "; no label field")
+           + ".</p>"]
+    for group, table in balance["groups"].items():
+        labels = sorted({lab for c in table["cohorts"].values() for lab in c["labels"]})
+        rows = [[cohort, c["rows"], *[f"{c['labels'].get(lab, 0)} ({c['shares'].get(lab, 0):.0%})" for lab in labels]]
+                for cohort, c in table["cohorts"].items()]
+        out.append(f"<h3>{_e(group)}</h3>" + _table(["cohort", "rows", *labels], rows))
+        if table["label_share_gap"]:
+            out.append("<p>Largest gap in a label's share between cohorts: " + ", ".join(
+                f"{_e(k)} {v:.0%}" for k, v in table["label_share_gap"].items()) + ".</p>")
+    return out

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from tuneforge.data.messages import has_tools
 from tuneforge.errors import DataError
 
 _GENERATION_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -42,9 +43,16 @@ class TrainingTemplate:
     end_of_turn: str | None = None  # the token trained after each assistant message, when known
 
 
+_TEMPLATE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
+
+
+def template_message(message: dict) -> dict:
+    """A message as the template sees it: our `weight` key is a training concern, not template input."""
+    return {k: message[k] for k in _TEMPLATE_KEYS if k in message}
+
+
 def template_messages(row: dict) -> list[dict]:
-    """The messages as the template sees them: our `weight` key is a training concern, not template input."""
-    return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    return [template_message(m) for m in row["messages"]]
 
 
 def prompt_messages(row: dict) -> list[dict]:
@@ -243,11 +251,17 @@ def _check_row(tokenizer, row: dict, original: str, derived: str, eot: str | Non
     out = tokenizer.apply_chat_template(messages, chat_template=derived, tokenize=True, return_dict=True,
                                         return_assistant_tokens_mask=True)
     runs = trained_runs(out["assistant_masks"])
-    answers = [m["content"] for m in messages if m["role"] == "assistant"]
+    turns = [m for m in messages if m["role"] == "assistant"]
+    answers = [m["content"] for m in turns]
     if len(runs) != len(answers):
         return f"marks {len(runs)} trained spans for {len(answers)} assistant messages"
     eot_text = tokenizer.eos_token if eot == "eos_token" else eot
-    for (s, e), answer in zip(runs, answers):
+    for (s, e), answer, turn in zip(runs, answers, turns):
+        if turn.get("tool_calls"):
+            # A derived template wraps the content expression; where a template renders the calls is its own
+            # business, so a derived mask cannot be proven to cover them.
+            return ("has an assistant turn with tool calls; derived templates only cover text answers, so this "
+                    "needs a chat template whose {% generation %} markers wrap the tool calls")
         text = tokenizer.decode(out["input_ids"][s:e])
         # Whitespace is compared loosely because templates may `| trim` content; anything else that is
         # trained besides the answer and its end-of-turn token (a role header, say) is a wrong mask.
@@ -268,6 +282,7 @@ def prepare_training_template(tokenizer, rows: list[dict], locations: list[str] 
     proof point at the row that broke it.
     """
     original = original_template(tokenizer)
+    check_tool_rendering(tokenizer, rows, locations)
     if has_generation_markers(original):
         return TrainingTemplate(template=original, derived=False, verified_rows=0)
     chat_rows = [(i, r) for i, r in enumerate(rows) if "messages" in r]
@@ -300,3 +315,63 @@ def prepare_training_template(tokenizer, rows: list[dict], locations: list[str] 
         "proven identical to it on this data:\n  " + "\n  ".join(failures),
         hint=FIX_HINT,
     )
+
+
+# ------------------------------------------------------------------------------------------------ tools
+
+
+def _render_or_error(tokenizer, messages: list[dict], template: str) -> tuple[str | None, str | None]:
+    try:
+        return _render(tokenizer, messages, template, False), None
+    except Exception as exc:  # noqa: BLE001 - a template is user code: jinja errors, raise_exception(), TypeErrors
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _conversations(row: dict) -> list[list[dict]]:
+    """The message lists a row is rendered as: a chat row's messages; a conversational preference/KTO row's
+    prompt followed by each answer."""
+    if "messages" in row:
+        return [row["messages"]]
+    prompt = row.get("prompt")
+    if not isinstance(prompt, list):
+        return []
+    return [prompt + row[k] for k in ("chosen", "rejected", "completion") if isinstance(row.get(k), list)]
+
+
+def check_tool_rendering(tokenizer, rows: list[dict], locations: list[str] | None = None) -> None:
+    """Rows with tool calls or tool messages must render through the tokenizer's chat template with the calls and
+    results visible in the text. Many templates were written for plain chat: they raise on a `tool` role, or
+    render an assistant turn that only calls a tool as an empty answer, which would train the model to answer
+    nothing. Raises one DataError naming every such row; rows without tools cost nothing. Chat rows and
+    conversational preference/KTO rows are checked.
+    """
+    tool_rows = [(i, c) for i, r in enumerate(rows) for c in _conversations(r) if has_tools(c)]
+    if not tool_rows:
+        return
+    template = original_template(tokenizer)
+    failures: list[str] = []
+    for i, conversation in tool_rows:
+        where = locations[i] if locations else f"row {i}"
+        messages = template_messages({"messages": conversation})
+        text, error = _render_or_error(tokenizer, messages, template)
+        if text is None:
+            failures.append(f"{where}: the chat template cannot render this row's tool messages ({error})")
+            continue
+        without_calls, _ = _render_or_error(tokenizer, [{k: v for k, v in m.items() if k != "tool_calls"}
+                                                        for m in messages], template)
+        names = [c["function"]["name"] for m in messages for c in m.get("tool_calls", [])]
+        lost = [n for n in names if n not in text]
+        if names and (without_calls == text or lost):
+            failures.append(f"{where}: the chat template drops the tool calls ({', '.join(lost or names)} missing "
+                            "from the rendered text)")
+            continue
+        results = [m["content"] for m in messages if m["role"] == "tool" and m["content"].strip()]
+        if any(r.strip() not in text for r in results):
+            failures.append(f"{where}: the chat template drops tool results (a tool message's content is missing "
+                            "from the rendered text)")
+    if failures:
+        shown = failures[:20] + ([f"... and {len(failures) - 20} more"] if len(failures) > 20 else [])
+        raise DataError(f"{len(failures)} row(s) with tool calls cannot be rendered by the model's chat template:\n  "
+                        + "\n  ".join(shown),
+                        hint="use a model whose chat template renders `tool_calls` and `tool` messages, or give a "
+                        "template that does (model.chat_template_path; `data preview --chat-template`)")

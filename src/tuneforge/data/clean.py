@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneforge.atomic import write_chunks_atomic
 from tuneforge.data.formats import LoadedData
-from tuneforge.data.split import write_atomic
 from tuneforge.errors import DataError
 
 LENGTH_POLICIES = ("drop", "truncate", "error")
@@ -93,12 +93,13 @@ def clean_rows(data: LoadedData, *, dedup: str = "exact", near_threshold: float 
                 log.setdefault(i, []).append({"line": lines[i], "action": "removed", "reason": "exact_duplicate",
                                               "kept_line": g.lines[0]})
         if dedup == "near":
-            near = near_duplicates(data.rows, lines, threshold=near_threshold, ignore=sorted(removed), progress=progress)
+            near = near_duplicates(data.rows, lines, threshold=near_threshold, ignore=sorted(removed),
+                                   progress=progress)
             for c in near:
-                for i in c.members[1:]:
+                for i, sim in zip(c.members[1:], c.similarities[1:]):
                     removed.add(i)
                     log.setdefault(i, []).append({"line": lines[i], "action": "removed", "reason": "near_duplicate",
-                                                  "kept_line": c.representative_line, "similarity": round(c.similarity, 3)})
+                                                  "kept_line": c.representative_line, "similarity": round(sim, 3)})
 
     rows = list(data.rows)
     if max_length is not None:
@@ -108,11 +109,13 @@ def clean_rows(data: LoadedData, *, dedup: str = "exact", near_threshold: float 
         total = count_lengths(data, counter, progress).total
         over = [i for i in range(len(rows)) if total[i] > max_length and i not in removed]
         if over and length_policy == "error":
-            shown = ", ".join(str(lines[i]) for i in over[:20]) + (f" and {len(over) - 20} more" if len(over) > 20 else "")
+            shown = (", ".join(str(lines[i]) for i in over[:20])
+                     + (f" and {len(over) - 20} more" if len(over) > 20 else ""))
             raise DataError(f"{len(over)} rows of {data.path} are longer than {max_length} tokens (lines {shown})",
                             hint="raise --max-length, or use --length-policy drop or truncate")
         for i in over:
-            fixed = _truncate_row(rows[i], data.format, tokenizer, counter, max_length) if length_policy == "truncate" else None
+            fixed = (_truncate_row(rows[i], data.format, tokenizer, counter, max_length)
+                     if length_policy == "truncate" else None)
             if fixed is None:
                 removed.add(i)
                 reason = "too_long" if length_policy == "drop" else "too_long_prompt"
@@ -132,10 +135,11 @@ def clean_rows(data: LoadedData, *, dedup: str = "exact", near_threshold: float 
                 continue
             rows[i], count = redact_row(rows[i], pii_types)
             log.setdefault(i, []).append({"line": lines[i], "action": "changed", "reason": "pii_redacted",
-                                          "types": types, "matches": count})
+                                          "types": types, "fields": found.row_fields[i], "matches": count})
 
     kept = [row for i, row in enumerate(rows) if i not in removed]
-    entries = [e for _, group in sorted(log.items(), key=lambda kv: abs(kv[0]) if kv[0] < 0 else lines[kv[0]]) for e in group]
+    entries = [e for _, group in sorted(log.items(), key=lambda kv: abs(kv[0]) if kv[0] < 0 else lines[kv[0]])
+               for e in group]
     reasons = Counter(e["reason"] for e in entries if e["action"] == "removed")
     changes = Counter(e["reason"] for e in entries if e["action"] == "changed")
     summary = {"source": data.path, "source_sha256": data.sha256, "format": data.format,
@@ -149,9 +153,9 @@ def clean_rows(data: LoadedData, *, dedup: str = "exact", near_threshold: float 
 def write_clean(result: CleanResult, out: str | Path) -> dict:
     """Write the cleaned rows and the log (last line: the summary); returns paths and sha256s."""
     out = Path(out)
-    sha = write_atomic(out, (json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in result.rows))
+    sha = write_chunks_atomic(out, (json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in result.rows))
     log = _log_path(out)
     lines = [json.dumps(e, ensure_ascii=False).encode("utf-8") + b"\n" for e in result.log]
-    write_atomic(log, lines + [json.dumps({"summary": {**result.summary, "output": str(out), "output_sha256": sha}},
-                                          ensure_ascii=False).encode("utf-8") + b"\n"])
+    summary = {"summary": {**result.summary, "output": str(out), "output_sha256": sha}}
+    write_chunks_atomic(log, lines + [json.dumps(summary, ensure_ascii=False).encode("utf-8") + b"\n"])
     return {"output": str(out), "sha256": sha, "log": str(log)}

@@ -2,10 +2,11 @@
 
 Targets and what they accept:
 
-    chat               alpaca, prompt_completion, chat
-    prompt_completion  single-turn chat/alpaca without a system message (a plain prompt has nowhere to put
+    chat               alpaca, sharegpt, prompt_completion, chat (tool calls and tool messages kept)
+    prompt_completion  single-turn chat/alpaca/sharegpt without a system message (a plain prompt has nowhere to put
                        a system message or earlier turns), prompt_completion
-    preference         preference in either source shape (writes prompt/chosen/rejected)
+    preference         preference in any source shape: explicit prompt, OpenAI's, TRL's implicit prompt
+                       (writes prompt/chosen/rejected)
     openai_dpo         preference (writes OpenAI's input.messages/preferred_output/non_preferred_output;
                        plain-string prompts become one user message, answers one assistant message)
     kto                preference (each pair -> a desirable and an undesirable row), kto
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.data.formats import LoadedData
+from tuneforge.data.formats import CHAT_FORMATS, LoadedData
 from tuneforge.errors import DataError
 
 TARGETS = ("chat", "prompt_completion", "preference", "openai_dpo", "kto", "text")
-_CHAT_SOURCES = ("chat", "alpaca")
+_CHAT_SOURCES = CHAT_FORMATS
 
 
 class _Impossible(Exception):
@@ -58,6 +59,8 @@ def _to_prompt_completion(row: dict, source: str) -> dict:
         why = ("it has a system message" if "system" in roles else f"it has {len(messages)} messages")
         raise _Impossible(f"only single-turn chat (one user + one assistant message) converts to "
                           f"prompt_completion; {why}")
+    if messages[1].get("tool_calls"):
+        raise _Impossible("its assistant message calls tools, which a plain completion cannot hold")
     if messages[1].get("weight", 1) == 0:
         raise _Impossible("its only assistant message has weight 0, so it teaches nothing")
     return {"prompt": messages[0]["content"], "completion": messages[1]["content"], "meta": _meta(row)}
@@ -75,7 +78,8 @@ def _to_openai_dpo(row: dict, source: str) -> dict:
     meta = _meta(row)
     extra_input = meta.pop("input", None)
     out: dict[str, Any] = {
-        "input": {"messages": _as_messages(row["prompt"], "user"), **(extra_input if isinstance(extra_input, dict) else {})},
+        "input": {"messages": _as_messages(row["prompt"], "user"),
+                  **(extra_input if isinstance(extra_input, dict) else {})},
         "preferred_output": _as_messages(row["chosen"], "assistant"),
         "non_preferred_output": _as_messages(row["rejected"], "assistant"),
     }
@@ -101,8 +105,9 @@ class _TextRenderer:
         if self.tokenizer is None:
             raise DataError("converting conversations to text renders them with a chat template, so it needs a model",
                             hint="pass --model (a catalog name such as smollm2-135m-instruct, or a model folder)")
-        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-        return self.tokenizer.apply_chat_template(plain, tokenize=False)
+        from tuneforge.data.chat_template import template_message
+
+        return self.tokenizer.apply_chat_template([template_message(m) for m in messages], tokenize=False)
 
     def __call__(self, row: dict, source: str) -> dict:
         meta = _meta(row)
@@ -127,6 +132,10 @@ def convert_rows(data: LoadedData, to: str, *, tokenizer=None, skip: bool = Fals
     source = "chat" if data.format in _CHAT_SOURCES else data.format
     step = {"chat": _to_chat, "prompt_completion": _to_prompt_completion, "preference": _to_preference,
             "openai_dpo": _to_openai_dpo, "kto": _to_kto, "text": _TextRenderer(tokenizer)}[to]
+    if to == "text" and tokenizer is not None:
+        from tuneforge.data.chat_template import check_tool_rendering
+
+        check_tool_rendering(tokenizer, data.rows, [data.where(i) for i in range(len(data.rows))])
     out: list[dict] = []
     rejected: list[dict] = []
     for i, row in enumerate(data.rows):
@@ -141,6 +150,7 @@ def convert_rows(data: LoadedData, to: str, *, tokenizer=None, skip: bool = Fals
         shown = [f"{data.path}:{r['line']}: {r['reasons'][0]}" for r in rejected[:50]]
         if len(rejected) > 50:
             shown.append(f"... and {len(rejected) - 50} more")
-        raise DataError(f"{len(rejected)} of {len(data.rows)} rows cannot be converted to {to}:\n  " + "\n  ".join(shown),
+        raise DataError(f"{len(rejected)} of {len(data.rows)} rows cannot be converted to {to}:\n  "
+                        + "\n  ".join(shown),
                         hint="fix or drop those rows, or pass --skip-invalid to write them to a side file")
     return out, rejected

@@ -2,11 +2,16 @@
 
 Row formats and their normalised shapes (what every later stage sees):
 
-    chat               {"messages": [{"role": ..., "content": ..., "weight"?: 0|1}, ...]}
+    chat               {"messages": [{"role": ..., "content": ..., "weight"?: 0|1}, ...]}; roles system, user,
+                       assistant (with "tool_calls") and tool (messages.py has the message rules)
     alpaca             {"instruction", "output", "input"?, "system"?}  -> {"messages": [...]}
+    sharegpt           {"conversations": [{"from": "human"|"gpt"|"system"|"tool", "value"}], "system"?}
+                                                                        -> {"messages": [...]}
     prompt_completion  {"prompt", "completion"}                         -> {"prompt", "completion"}
-    preference         {"prompt", "chosen", "rejected"}, or OpenAI's DPO shape {"input": {"messages"},
-                       "preferred_output", "non_preferred_output"}     -> {"prompt", "chosen", "rejected"}
+    preference         {"prompt", "chosen", "rejected"}; OpenAI's DPO shape {"input": {"messages"},
+                       "preferred_output", "non_preferred_output"}; or TRL's implicit prompt: "chosen" and
+                       "rejected" as whole conversations, their shared opening being the prompt
+                                                                        -> {"prompt", "chosen", "rejected"}
     kto                {"prompt", "completion", "label": bool}          -> {"prompt", "completion", "label"}
     text               {"text"}                                         -> {"text"}
 
@@ -16,7 +21,12 @@ is; a string answer under a conversational prompt is wrapped as one assistant me
 
 Fields a format does not use (id, task, ...) are kept under ``row["meta"]`` so nothing is lost. A source
 row may carry its own "meta" object: its keys are merged into row["meta"], so a normalised row written back
-as JSONL (what `clean`, `split`, `mix` and `convert` do) reads back as exactly the same row.
+as JSONL (what `clean`, `split`, `mix` and `convert` do) reads back as exactly the same row. Every such key
+other than `id` is reported in `LoadedData.warnings` (with a "did you mean" for a near-miss of a format's
+field, e.g. `mesages`): a typo must not silently turn a field into metadata.
+
+A KTO label may be spelt true/false, 1/0, "true"/"false", "1"/"0" or "yes"/"no" (readers.kto_label); a
+prompt + completion row with such a label is a KTO row.
 
 File types (JSONL, JSON, CSV, Parquet, saved `datasets` folders) and what "line" means for each: readers.py.
 
@@ -26,16 +36,27 @@ are collected with their file, line and field, and raised together as one DataEr
 """
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.messages import (
+    ROLES,  # noqa: F401 - part of this module's interface
+    sharegpt_messages,
+    split_implicit_prompt,
+    text_field,
+    type_name,
+    validate_messages,
+)
 from tuneforge.data.readers import (
+    LABEL_SPELLINGS,
     content_sha256,
     file_type,
     is_saved_dataset,
+    kto_label,
     parse_json_array,
     parse_jsonl,
     raw_line,
@@ -43,9 +64,12 @@ from tuneforge.data.readers import (
 )
 from tuneforge.errors import DataError
 
-FORMATS = ("chat", "alpaca", "prompt_completion", "preference", "kto", "text")
-ROLES = ("system", "user", "assistant")
-MESSAGE_KEYS = ("role", "content", "weight")
+# Local names kept from before message validation moved to messages.py.
+_text_field, _type_name, _messages = text_field, type_name, validate_messages
+
+FORMATS = ("chat", "alpaca", "sharegpt", "prompt_completion", "preference", "kto", "text")
+#: Formats normalised to {"messages": [...]}: rendered with the chat template, mixed and converted as chat.
+CHAT_FORMATS = ("chat", "alpaca", "sharegpt")
 QUICKSTART_PREFIX = "quickstart:"
 #: Prefixes naming data bundled with the package -> their folder under tuneforge/assets. `samples:` holds the
 #: preference/kto/text/multitask samples derived from the quickstart task (scripts/make_objective_samples.py).
@@ -55,8 +79,10 @@ MAX_SHOWN_PROBLEMS = 50
 _FORMAT_HINT = (
     "each row must be a JSON object in one of the formats: chat {\"messages\": [{\"role\": \"user\", "
     "\"content\": ...}, {\"role\": \"assistant\", \"content\": ...}]}, alpaca {\"instruction\": ..., "
-    "\"input\": ... (optional), \"output\": ...}, prompt_completion {\"prompt\": ..., \"completion\": ...}, "
-    "preference {\"prompt\", \"chosen\", \"rejected\"} (or OpenAI's input/preferred_output/non_preferred_output), "
+    "\"input\": ... (optional), \"output\": ...}, sharegpt {\"conversations\": [{\"from\": \"human\", \"value\": "
+    "...}, {\"from\": \"gpt\", \"value\": ...}]}, prompt_completion {\"prompt\": ..., \"completion\": ...}, "
+    "preference {\"prompt\", \"chosen\", \"rejected\"} (or OpenAI's input/preferred_output/non_preferred_output, or "
+    "TRL's chosen/rejected conversations with a shared opening), "
     "kto {\"prompt\", \"completion\", \"label\": true|false} or text {\"text\": ...}"
 )
 
@@ -71,6 +97,9 @@ class LoadedData:
     file_type: str = "jsonl"
     # With skip_invalid: one {"line", "reasons", "row" | "raw"} per rejected row, in file order.
     rejected: list[dict] = field(default_factory=list)
+    # Not errors, but things a user should see: "file:line: key: ..." for keys kept under meta, blank lines.
+    warnings: list[str] = field(default_factory=list)
+    blank_lines: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -174,104 +203,19 @@ _parse_json_array = parse_json_array
 def detect_format(obj: dict) -> str | None:
     if "messages" in obj:
         return "chat"
+    if "conversations" in obj:
+        return "sharegpt"
     if "instruction" in obj and "output" in obj:
         return "alpaca"
     if ("chosen" in obj and "rejected" in obj) or "preferred_output" in obj or "non_preferred_output" in obj:
         return "preference"
     if "prompt" in obj and "completion" in obj:
-        # Only a boolean label makes a KTO row; a string label is ordinary metadata of a prompt_completion row.
-        return "kto" if isinstance(obj.get("label"), bool) else "prompt_completion"
+        # Only a boolean label (in any of its spellings) makes a KTO row; another label ("positive", 3) is
+        # ordinary metadata of a prompt_completion row.
+        return "kto" if kto_label(obj.get("label")) is not None else "prompt_completion"
     if "text" in obj:
         return "text"
     return None
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _text_field(obj: dict, key: str, line: int, problems: _Problems, *, required: bool = True,
-                allow_empty: bool = False, label: str | None = None) -> str | None:
-    label = label or key
-    if key not in obj:
-        if required:
-            problems.add(line, label, "missing")
-        return None
-    value = obj[key]
-    if not isinstance(value, str):
-        problems.add(line, label, f"must be a string, got {_type_name(value)}")
-        return None
-    if not allow_empty and not value.strip():
-        problems.add(line, label, "is empty")
-        return None
-    return value
-
-
-def _weight(message: dict, label: str, role: Any, line: int, problems: _Problems) -> int | None:
-    if "weight" not in message:
-        return None
-    value = message["weight"]
-    if role != "assistant":
-        problems.add(line, f"{label}.weight", "only assistant messages can carry a weight (it says whether the turn is trained)")
-        return None
-    # bool is an int subclass in Python; `true` almost always means a misunderstanding of the field.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 1):
-        problems.add(line, f"{label}.weight", f"must be 0 or 1, got {json.dumps(value)}")
-        return None
-    return int(value)
-
-
-def _messages(messages: Any, label: str, line: int, problems: _Problems, mode: str = "chat") -> list[dict] | None:
-    """Validate a message list. mode: chat (a whole conversation), prompt (ends with a user turn, for
-    preference/KTO prompts) or answer (assistant messages only: chosen, rejected, completion)."""
-    if not isinstance(messages, list):
-        problems.add(line, label, f"must be a list of messages, got {_type_name(messages)}")
-        return None
-    if not messages:
-        problems.add(line, label, "is empty")
-        return None
-    normalised: list[dict] = []
-    ok = True
-    for i, message in enumerate(messages):
-        where = f"{label}[{i}]"
-        if not isinstance(message, dict):
-            problems.add(line, where, f"must be an object with 'role' and 'content', got {_type_name(message)}")
-            ok = False
-            continue
-        allowed = MESSAGE_KEYS if mode == "chat" else ("role", "content")
-        unknown = sorted(set(message) - set(allowed))
-        if unknown:
-            problems.add(line, where, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                         f"(allowed: {', '.join(allowed)})")
-            ok = False
-        role = message.get("role")
-        if "role" not in message:
-            problems.add(line, f"{where}.role", "missing")
-            ok = False
-        elif role not in ROLES:
-            problems.add(line, f"{where}.role", f"unknown role {json.dumps(role)} (allowed: {', '.join(ROLES)})")
-            ok = False
-        elif mode == "answer" and role != "assistant":
-            problems.add(line, f"{where}.role", f"must be 'assistant' in a response, got {role!r}")
-            ok = False
-        content = _text_field(message, "content", line, problems, label=f"{where}.content")
-        weight = _weight(message, where, role, line, problems) if mode == "chat" else None
-        if content is None or ("weight" in message and weight is None):
-            ok = False
-            continue
-        out = {"role": role, "content": content}
-        if weight is not None:
-            out["weight"] = weight
-        normalised.append(out)
-    if not ok:
-        return None
-    if mode != "answer" and not _check_order([m["role"] for m in normalised], line, problems, label, mode):
-        return None
-    return normalised
 
 
 def _validate_chat(obj: dict, line: int, problems: _Problems) -> dict | None:
@@ -282,35 +226,9 @@ def _validate_chat(obj: dict, line: int, problems: _Problems) -> dict | None:
     return None if messages is None else {"messages": messages}
 
 
-def _check_order(roles: list[str], line: int, problems: _Problems, label: str = "messages",
-                 mode: str = "chat") -> bool:
-    """System only first; then user and assistant alternate, starting with user, ending with assistant
-    (a chat) or with user (a prompt awaiting the answer)."""
-    ok = True
-    turns = roles[1:] if roles and roles[0] == "system" else roles
-    offset = len(roles) - len(turns)
-    for i, role in enumerate(turns):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if role != expected:
-            where = f"{label}[{i + offset}].role"
-            if role == "system":
-                problems.add(line, where, "a system message is only allowed as the first message")
-            else:
-                problems.add(line, where, f"roles out of order: expected {expected!r} here, got {role!r} "
-                             "(user and assistant must alternate, starting with user)")
-            return False
-    if mode == "prompt":
-        if not turns or turns[-1] != "user":
-            problems.add(line, label, "a prompt must end with a user message (the response answers it)")
-            ok = False
-    elif "assistant" not in turns:
-        problems.add(line, label, "has no assistant message, so there is nothing to learn from this row")
-        ok = False
-    elif turns[-1] != "assistant":
-        problems.add(line, f"{label}[{len(roles) - 1}]", "the conversation must end with an assistant message "
-                     "(a trailing user message has no answer to learn)")
-        ok = False
-    return ok
+def _validate_sharegpt(obj: dict, line: int, problems: _Problems) -> dict | None:
+    messages = sharegpt_messages(obj, line, problems)
+    return None if messages is None else {"messages": messages}
 
 
 def _validate_alpaca(obj: dict, line: int, problems: _Problems) -> dict | None:
@@ -372,7 +290,8 @@ def _validate_preference(obj: dict, line: int, problems: _Problems) -> dict | No
         # OpenAI's fine-tuning DPO shape: always conversational.
         source = obj.get("input")
         if not isinstance(source, dict):
-            problems.add(line, "input", "missing" if source is None else f"must be an object with 'messages', got {_type_name(source)}")
+            problems.add(line, "input", "missing" if source is None
+                         else f"must be an object with 'messages', got {_type_name(source)}")
             prompt = None
         elif "messages" not in source:
             problems.add(line, "input.messages", "missing")
@@ -383,6 +302,10 @@ def _validate_preference(obj: dict, line: int, problems: _Problems) -> dict | No
         chosen = _answer_side(obj, "preferred_output", "preferred_output", line, problems, True)
         rejected = _answer_side(obj, "non_preferred_output", "non_preferred_output", line, problems, True)
         reject_label = "non_preferred_output"
+    elif "prompt" not in obj and isinstance(obj.get("chosen"), list) and isinstance(obj.get("rejected"), list):
+        # TRL's implicit prompt: two whole conversations whose shared opening is the prompt.
+        split = split_implicit_prompt(obj, line, problems)
+        return None if split is None else dict(zip(("prompt", "chosen", "rejected"), split))
     else:
         prompt = _prompt_side(obj, "prompt", "prompt", line, problems)
         shape = None if prompt is None else prompt[1]
@@ -400,12 +323,14 @@ def _validate_preference(obj: dict, line: int, problems: _Problems) -> dict | No
 def _validate_kto(obj: dict, line: int, problems: _Problems) -> dict | None:
     prompt = _prompt_side(obj, "prompt", "prompt", line, problems)
     completion = _answer_side(obj, "completion", "completion", line, problems, None if prompt is None else prompt[1])
-    label = obj.get("label")
+    label = kto_label(obj.get("label"))
     if "label" not in obj:
         problems.add(line, "label", "missing")
-    elif not isinstance(label, bool):
-        problems.add(line, "label", f"must be true or false (is the completion desirable?), got {json.dumps(label)}")
-    if prompt is None or completion is None or not isinstance(label, bool):
+    elif label is None:
+        spellings = ", ".join(f'"{w}"' for w in LABEL_SPELLINGS)
+        problems.add(line, "label", f"must be true or false (is the completion desirable?); also accepted: 1, 0, "
+                     f"{spellings}; got {json.dumps(obj['label'], ensure_ascii=False)}")
+    if prompt is None or completion is None or label is None:
         return None
     return {"prompt": prompt[0], "completion": completion, "label": label}
 
@@ -415,10 +340,12 @@ def _validate_text(obj: dict, line: int, problems: _Problems) -> dict | None:
     return None if text is None else {"text": text}
 
 
-_VALIDATORS = {"chat": _validate_chat, "alpaca": _validate_alpaca, "prompt_completion": _validate_prompt_completion,
-               "preference": _validate_preference, "kto": _validate_kto, "text": _validate_text}
+_VALIDATORS = {"chat": _validate_chat, "alpaca": _validate_alpaca, "sharegpt": _validate_sharegpt,
+               "prompt_completion": _validate_prompt_completion, "preference": _validate_preference,
+               "kto": _validate_kto, "text": _validate_text}
 _USED_FIELDS = {
     "chat": {"messages"},
+    "sharegpt": {"conversations", "system"},
     "alpaca": {"instruction", "input", "output", "system"},
     "prompt_completion": {"prompt", "completion"},
     "preference": {"prompt", "chosen", "rejected", "input", "preferred_output", "non_preferred_output"},
@@ -432,10 +359,41 @@ def _meta(obj: dict, row_format: str) -> dict:
     meta.update((k, v) for k, v in obj.items() if k not in _USED_FIELDS[row_format] and k != "meta")
     if "meta" in obj and not isinstance(obj["meta"], dict):
         meta["meta"] = obj["meta"]
-    extra_input = {k: v for k, v in obj["input"].items() if k != "messages"} if isinstance(obj.get("input"), dict) else {}
+    extra_input = ({k: v for k, v in obj["input"].items() if k != "messages"}
+                   if isinstance(obj.get("input"), dict) else {})
     if row_format == "preference" and extra_input:
         meta["input"] = extra_input  # e.g. OpenAI's `tools`, kept so a round trip loses nothing
     return meta
+
+
+def _misspelt(key: str) -> str | None:
+    """The format field `key` is probably a typo of (`mesages` -> `messages`), if any."""
+    known = sorted(set().union(*_USED_FIELDS.values()))
+    if key in known:
+        return None
+    guess = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+    return guess[0] if guess else None
+
+
+_QUIET_META = {"meta", "id"}  # expected beside any format: no warning when kept under meta
+
+
+def _meta_warnings(path: str, format_of: list[tuple[int, dict, str]]) -> list[str]:
+    """One warning per key that is not a field of its row's format: where it occurs, and a guess when it looks
+    like a misspelt field."""
+    lines_of: dict[str, list[int]] = {}
+    for line, obj, row_format in format_of:
+        for key in obj:
+            if key not in _USED_FIELDS[row_format] and key not in _QUIET_META:
+                lines_of.setdefault(key, []).append(line)
+    out = []
+    for key, lines in sorted(lines_of.items(), key=lambda kv: kv[1][0]):
+        guess = _misspelt(key)
+        hint = f"; did you mean {guess!r}?" if guess else ""
+        where = f"line{'s' if len(lines) > 1 else ''} {_line_ranges(lines)}"
+        out.append(f"{path}:{lines[0]}: {key}: not a field of the row format, kept under meta ({len(lines)} "
+                   f"row{'s' if len(lines) > 1 else ''}: {where}){hint}")
+    return out
 
 
 def _line_ranges(lines: list[int], limit: int = 12) -> str:
@@ -486,8 +444,9 @@ def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = F
     file = resolve_data_path(path)
     kind = file_type(file)
     problems = _Problems(str(path))
+    blank_lines: list[int] = []
     try:
-        records = read_records(file, kind, problems)
+        records = read_records(file, kind, problems, blank_lines)
         sha = content_sha256(file)
     except OSError as exc:
         raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from exc
@@ -508,6 +467,15 @@ def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = F
             continue
         detected.setdefault(row_format, []).append(line)
         per_record.append((line, obj, row_format))
+    if "kto" in detected and "prompt_completion" in detected:
+        # A KTO file's row whose label is not a boolean spelling ("maybe", 2) is a KTO row with a bad label,
+        # not a prompt_completion row that happens to carry one.
+        labelled = {line for line, obj, fmt in per_record if fmt == "prompt_completion" and "label" in obj}
+        per_record = [(line, obj, "kto" if line in labelled else fmt) for line, obj, fmt in per_record]
+        detected["kto"] += sorted(labelled)
+        detected["prompt_completion"] = [n for n in detected["prompt_completion"] if n not in labelled]
+        if not detected["prompt_completion"]:
+            del detected["prompt_completion"]
     only = next(iter(detected)) if len(detected) == 1 else None
     for line, obj in undetected:
         if only is not None and _USED_FIELDS[only] & set(obj):
@@ -516,9 +484,12 @@ def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = F
             per_record.append((line, obj, only))
         else:
             keys = ", ".join(map(repr, sorted(obj))) or "none"
-            problems.add(line, None, "cannot tell the row format: expected 'messages' (chat), 'instruction' + "
-                         "'output' (alpaca), 'prompt' + 'completion' (prompt_completion; with a boolean 'label': "
-                         "kto), 'chosen' + 'rejected' (preference) or 'text' (text); found keys " + keys)
+            guesses = [f"{k!r} -> {_misspelt(k)!r}" for k in sorted(obj) if _misspelt(k)]
+            problems.add(line, None, "cannot tell the row format: expected 'messages' (chat), 'conversations' "
+                         "(sharegpt), 'instruction' + 'output' (alpaca), 'prompt' + 'completion' (prompt_completion; "
+                         "with a boolean 'label': kto), 'chosen' + 'rejected' (preference) or 'text' (text); found "
+                         "keys " + keys
+                         + (f" (misspelt? {', '.join(guesses)})" if guesses else ""))
     per_record.sort(key=lambda item: item[0])
 
     if len(detected) > 1:
@@ -539,11 +510,12 @@ def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = F
     rows: list[dict] = []
     line_numbers: list[int] = []
     first_id: dict[Any, int] = {}
+    validating = per_record
     if progress:
         from tuneforge.data.text import progress_iter
 
-        per_record = progress_iter(per_record, total=len(per_record), description="validate", enabled=True)  # type: ignore[assignment]
-    for line, obj, row_format in per_record:
+        validating = progress_iter(per_record, total=len(per_record), description="validate", enabled=True)  # type: ignore[assignment]
+    for line, obj, row_format in validating:
         row = _VALIDATORS[row_format](obj, line, problems)
         if row is None:
             continue
@@ -551,7 +523,8 @@ def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = F
         if "id" in row["meta"]:
             key = _id_key(row["meta"]["id"])
             if key in first_id:
-                problems.add(line, "id", f"duplicate id {json.dumps(row['meta']['id'])} (first used on line {first_id[key]})")
+                problems.add(line, "id",
+                             f"duplicate id {json.dumps(row['meta']['id'])} (first used on line {first_id[key]})")
                 continue
             first_id[key] = line
         rows.append(row)
@@ -572,8 +545,10 @@ def load_dataset_file(path: str, format: str = "auto", *, skip_invalid: bool = F
     else:
         problems.raise_if_any()
     chosen = format if format != "auto" else (next(iter(detected)) if detected else "chat")
+    kept = set(line_numbers)
+    warnings = _meta_warnings(str(path), [item for item in per_record if item[0] in kept])
     return LoadedData(path=str(path), format=chosen, rows=rows, line_numbers=line_numbers, sha256=sha,
-                      file_type=kind, rejected=rejected)
+                      file_type=kind, rejected=rejected, warnings=warnings, blank_lines=blank_lines)
 
 
 def _rejected_rows(file: Path, kind: str, problems: _Problems, by_line: dict[int, Any]) -> list[dict]:

@@ -6,7 +6,8 @@ split before it (train<->validation, train<->test, validation<->test, ... <->ext
 
 Exact overlap: identical normalised prompt (or full text). N-gram overlap: the share of an eval
 item's distinct word n-grams (default 13, lowercased whitespace tokens - the contamination test
-popularised by GPT-3's report) found in one reference row.
+popularised by GPT-3's report) found in one reference row; a pair that is already an exact pair is
+not listed again as an n-gram pair.
 
 Speed and memory: the n-grams of the evaluation side are hashed once into a sorted array (eval sets
 are small: 1k items ~ 200k n-grams), and the training rows are streamed past it with a vectorised
@@ -211,6 +212,8 @@ def find_leakage(
             if s == train:
                 df[row_ids] += 1  # unique per row, so plain fancy-index add is exact
 
+    # A pair already reported as exact is not counted again as an n-gram pair: one leak, one pair.
+    exact_pairs = {(p.ref_split, p.ref_index, p.eval_split, p.eval_index) for p in report.exact}
     limit = max_ngram_df if max_ngram_df is not None else max(50, n_train // 100)
     boilerplate = df > limit
     report.boilerplate_ngrams = int(boilerplate.sum())
@@ -225,8 +228,8 @@ def find_leakage(
         uniq, counts = np.unique(items, return_counts=True)
         for item, count in zip(uniq.tolist(), counts.tolist()):
             share = count / index.item_sizes[item]
-            if share >= min_share:
-                es, ei = eval_items[item]
+            es, ei = eval_items[item]
+            if share >= min_share and (s, i, es, ei) not in exact_pairs:
                 report.ngram.append(
                     LeakPair("ngram", s, i, lines[s][i], es, ei, lines[es][ei], round(float(share), 4))
                 )

@@ -3,8 +3,11 @@
 Two ways to ask: weights plus a total ("60% chat, 40% code, 10k rows") or a target count per
 source. Sampling is without replacement by default, and a source too small for its share is an
 error rather than a silent shortfall - a mixture that is not what was asked for would invalidate
-every comparison made with it. With `replacement=True` rows are drawn independently (so a small
-source may be upsampled).
+every comparison made with it. With `replacement=True` a source smaller than its quota is upsampled:
+every row is repeated the same number of times and the remainder is sampled without replacement, so
+no row is lost and repeat counts differ by at most one. A source with enough rows is still sampled
+without replacement (drawing it independently would drop a third of its rows at a quota equal to its
+size while repeating others).
 """
 from __future__ import annotations
 
@@ -113,10 +116,14 @@ def mix_datasets(
     for s in sources:
         rng = random.Random(f"{seed}:{s.name}")
         k = targets[s.name]
-        if replacement:
-            picks = [rng.randrange(len(s.rows)) for _ in range(k)] if k else []
+        n = len(s.rows)
+        if k > n:  # only reachable with replacement (checked above)
+            repeats, rest = divmod(k, n)
+            picks = [i for _ in range(repeats) for i in range(n)] + rng.sample(range(n), rest)
+            sampling = "upsampled"
         else:
-            picks = rng.sample(range(len(s.rows)), k)
+            picks = rng.sample(range(n), k)
+            sampling = "without_replacement"
         for i in picks:
             row = dict(s.rows[i])
             row["meta"] = {**(row.get("meta") or {}), "source": s.name, "source_index": i}
@@ -131,6 +138,7 @@ def mix_datasets(
                 "requested": (s.weight / norm * total) if mode == "ratio" else k,  # type: ignore[operator]
                 "actual": len(picks),
                 "unique": len(set(picks)),
+                "sampling": sampling,
             }
         )
     if shuffle:

@@ -1,12 +1,17 @@
 """Personal data and secrets in training text: detection, redaction, masked examples for reports.
 
-Covered: email, phone numbers, credit cards (Luhn), IBAN (mod-97), IPv4/IPv6, US SSN, and secrets
-(AWS access key ids, GitHub tokens, OpenAI-style keys, Slack tokens, PEM private keys, generic
-`password=` / `api_key=` assignments).
+Covered: email, phone numbers (incl. bare 10-digit North American numbers not named as an id),
+credit cards (Luhn + issuer prefix and length), IBAN (mod-97), IPv4/IPv6 (not dotted versions such as
+"v1.2.3.4"), US SSN (dashed; undashed only after "SSN"/"social security"), person names and postal
+addresses (gazetteer and pattern based, see `pii_people`), and secrets (AWS access key ids, GitHub
+tokens, OpenAI-style keys, Slack tokens, PEM private keys, generic `password=` / `api_key=` values).
 
-Not covered: personal names and postal addresses. Doing those well needs a trained NER model
-(e.g. presidio + spaCy), none of which is installed; a regex for them would flag every capitalised
-phrase, and a scanner users learn to ignore is worse than an honest gap.
+Names and addresses without a trained NER model (presidio needs spaCy models from a hub, which cannot be
+fetched here) are gazetteer/pattern detectors: measured per type on tests/fixtures/pii_labelled.jsonl
+and pii_heldout.jsonl (tests/unit/test_quality_pii.py holds the floors).
+
+Scope: every string (and integer) value of a row, nested, `meta` included - a row-level "user_email"
+is as personal as one typed in a message. Reports name the field of each finding.
 
 Design: each detector is a regex that over-approximates plus a validator (checksum, octet range,
 digit count) that removes look-alikes - years, ids, version strings. Detectors are gated by cheap
@@ -21,7 +26,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneforge.data.text import full_text, progress_iter, resolve_lines
+from tuneforge.data.pii_people import find_addresses, find_names
+from tuneforge.data.text import progress_iter, resolve_lines
 
 EMAIL = "EMAIL"
 PHONE = "PHONE"
@@ -30,11 +36,14 @@ IBAN = "IBAN"
 IP_ADDRESS = "IP_ADDRESS"
 SSN = "SSN"
 SECRET = "SECRET"
-PII_TYPES = (EMAIL, PHONE, CREDIT_CARD, IBAN, IP_ADDRESS, SSN, SECRET)
+PERSON = "PERSON"
+ADDRESS = "ADDRESS"
+PII_TYPES = (EMAIL, PHONE, CREDIT_CARD, IBAN, IP_ADDRESS, SSN, SECRET, PERSON, ADDRESS)
 
 # When two detectors claim overlapping text the longer match wins; on equal length, the type
 # listed first here wins (a specific, checksummed type beats a loose one).
-_PRIORITY = {t: k for k, t in enumerate((SECRET, CREDIT_CARD, IBAN, SSN, EMAIL, IP_ADDRESS, PHONE))}
+_PRIORITY = {t: k for k, t in enumerate((SECRET, CREDIT_CARD, IBAN, SSN, EMAIL, IP_ADDRESS, PHONE, ADDRESS,
+                                          PERSON))}
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,30 @@ def iban_valid(compact: str) -> bool:
     return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
 
 
+def card_issuer_valid(digits: str) -> bool:
+    """Whether a card number's issuer prefix (IIN) and length match a real card network. With Luhn
+    this rejects look-alikes Luhn alone passes one time in ten: a 14-digit timestamp 2023110512304x
+    (no network issues 14-digit numbers starting with 2), epoch milliseconds, order ids."""
+    n, p2, p3, p4, p6 = len(digits), int(digits[:2]), int(digits[:3]), int(digits[:4]), int(digits[:6])
+    if digits[0] == "4":
+        return n in (13, 16, 19)  # Visa
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
+        return n == 16  # Mastercard
+    if p2 in (34, 37):
+        return n == 15  # American Express
+    if 300 <= p3 <= 305 or p2 in (36, 38, 39) or p4 == 3095:
+        return n in (14, 16, 19)  # Diners Club
+    if 3528 <= p4 <= 3589:
+        return 16 <= n <= 19  # JCB
+    if p4 == 6011 or 644 <= p3 <= 649 or p2 == 65 or 622126 <= p6 <= 622925:
+        return 16 <= n <= 19  # Discover
+    if p2 == 62 or 2200 <= p4 <= 2204:
+        return 16 <= n <= 19  # UnionPay, Mir
+    if p4 in (5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763):
+        return 13 <= n <= 19  # Maestro
+    return False
+
+
 def _ssn_valid(area: str, group: str, serial: str) -> bool:
     # The SSA never issues area 000, 666 or 900-999, group 00 or serial 0000.
     return (
@@ -114,6 +147,11 @@ _IPV6_RE = re.compile(
 )
 
 _SSN_RE = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")
+# Without dashes (123456789, 123 45 6789) nine digits are as often a zip+4 or an id: only with
+# "SSN" / "social security" just before them.
+_SSN_BARE_RE = re.compile(r"(?<![\d-])(\d{3}) ?(\d{2}) ?(\d{4})(?![\d-])")
+_SSN_CONTEXT = re.compile(r"(?i)(?:\bssn|\bss#|\bsocial(?:\s+security)?(?:\s+(?:number|no\.?|#))?)\W{0,4}"
+                          r"(?:(?:is|was|:)\W{0,3})?$")
 
 # Phones. Each alternative needs structure a year or a bare id does not have: a leading "+",
 # a parenthesised area code, a trunk "0", or NANP 3-3-4 grouping with separators.
@@ -183,7 +221,8 @@ class _Scan:
         self.text = text
         self.digit_windows: list[tuple[int, int]] = []
         self.iban_windows: list[tuple[int, int]] = []
-        if any(d in text for d in _DIGITS):
+        self.has_digit = any(d in text for d in _DIGITS)
+        if self.has_digit:
             n = len(text)
             for m in _DIGIT_RUN.finditer(text):
                 start, end = m.start(), m.end()
@@ -235,9 +274,7 @@ def _cards(scan: _Scan, out: _Found) -> None:
         if len(seps) > 1:  # "4111 1111-1111 1111" style mixing is not how cards are written
             continue
         digits = raw.replace(" ", "").replace("-", "")
-        # Issuer prefixes start with 2-6 (Mastercard 2-series, Amex 3, Visa 4, MC 5, Discover 6);
-        # with Luhn this rejects 98% of random digit runs (ids, timestamps) of card length.
-        if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_valid(digits):
+        if 13 <= len(digits) <= 19 and card_issuer_valid(digits) and luhn_valid(digits):
             out.append(PiiMatch(CREDIT_CARD, m.start(), m.end(), raw))
 
 
@@ -261,10 +298,18 @@ def _ibans(scan: _Scan, out: _Found) -> None:
             out.append(PiiMatch(IBAN, m.start(), m.start() + len(raw), raw))
 
 
+# Dotted quads that are versions: "v1.2.3.4", "numpy==1.2.3.4", "version 1.2.3.4", "Build 10.0.22.1".
+_VERSION_BEFORE = re.compile(
+    r"(?i)(?:(?<![a-z])v ?|[=<>~!]=|\b(?:version|ver|release|build|firmware|fw|rev|revision|update|patch"
+    r"|kernel|driver|bios|sdk|api|app|tag)\b\W{0,3})$"
+)
+
+
 def _ips(scan: _Scan, out: _Found) -> None:
     text = scan.text
     out.extend(PiiMatch(IP_ADDRESS, m.start(), m.end(), m.group())
-               for m in _finditer(_IPV4_RE, text, scan.digit_windows))
+               for m in _finditer(_IPV4_RE, text, scan.digit_windows)
+               if not _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start()))
     if ":" not in text:
         return
     # IPv6 candidates: a colon with a hex digit or colon on both sides ("user: hi" is not one).
@@ -291,12 +336,25 @@ def _ips(scan: _Scan, out: _Found) -> None:
 
 
 def _ssns(scan: _Scan, out: _Found) -> None:
-    for m in _finditer(_SSN_RE, scan.text, scan.digit_windows):
+    text = scan.text
+    for m in _finditer(_SSN_RE, text, scan.digit_windows):
         if _ssn_valid(*m.groups()):
+            out.append(PiiMatch(SSN, m.start(), m.end(), m.group()))
+    for m in _finditer(_SSN_BARE_RE, text, scan.digit_windows):
+        if _ssn_valid(*m.groups()) and _SSN_CONTEXT.search(text, max(0, m.start() - 40), m.start()):
             out.append(PiiMatch(SSN, m.start(), m.end(), m.group()))
 
 
 _DATE_RE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}$")
+# A bare 10-digit North American number: area code and exchange start 2-9, the area code's middle
+# digit is not 9 and neither is an N11 service code. That already rules out Unix timestamps (1...)
+# and most counters; ids that happen to fit are recognised by the word before them.
+_NANP_BARE_RE = re.compile(r"(?<![\w+.-])1?([2-9][0-8]\d)([2-9]\d\d)\d{4}(?![\w-])")
+_ID_BEFORE = re.compile(
+    r"(?i)\b(?:order|invoice|account|acct|id|isbn|issn|tracking|ref|reference|serial|transaction|txn"
+    r"|confirmation|ticket|case|po|sku|upc|ean|timestamp|ts|zip|customer|member|policy|claim|receipt"
+    r"|booking|reservation|batch|lot|build|version)\b(?:\W+(?:no|nr|number|num|id|code|#))?\W{0,3}$"
+)
 
 
 def _phones(scan: _Scan, out: _Found) -> None:
@@ -309,6 +367,14 @@ def _phones(scan: _Scan, out: _Found) -> None:
         if raw[0] == "0" and _DATE_RE.match(raw):  # 01.02.2024 is a date, not a number
             continue
         out.append(PiiMatch(PHONE, m.start(), m.end(), raw))
+    text = scan.text
+    for m in _finditer(_NANP_BARE_RE, text, scan.digit_windows):
+        area, exchange = m.group(1), m.group(2)
+        if area[1:] == "11" or exchange[1:] == "11":
+            continue
+        if _ID_BEFORE.search(text, max(0, m.start() - 28), m.start()):
+            continue
+        out.append(PiiMatch(PHONE, m.start(), m.end(), m.group()))
 
 
 def _secrets(scan: _Scan, out: _Found) -> None:
@@ -335,6 +401,16 @@ def _secrets(scan: _Scan, out: _Found) -> None:
         out.append(PiiMatch(SECRET, m.start("value"), m.end("value"), value))
 
 
+def _persons(scan: _Scan, out: _Found) -> None:
+    if scan.text.lower() != scan.text:  # a name needs a capital letter
+        out.extend(PiiMatch(PERSON, a, b, t) for a, b, t in find_names(scan.text))
+
+
+def _addresses(scan: _Scan, out: _Found) -> None:
+    if scan.digit_windows or scan.has_digit:
+        out.extend(PiiMatch(ADDRESS, a, b, t) for a, b, t in find_addresses(scan.text))
+
+
 _DETECTORS: dict[str, Callable[[_Scan, _Found], None]] = {
     EMAIL: _emails,
     CREDIT_CARD: _cards,
@@ -343,6 +419,8 @@ _DETECTORS: dict[str, Callable[[_Scan, _Found], None]] = {
     SSN: _ssns,
     PHONE: _phones,
     SECRET: _secrets,
+    PERSON: _persons,
+    ADDRESS: _addresses,
 }
 
 
@@ -375,15 +453,19 @@ def find_pii(text: str, types: Iterable[str] | None = None) -> list[PiiMatch]:
 def redact(text: str, types: Iterable[str] | None = None) -> tuple[str, list[PiiMatch]]:
     """Replace every match with its typed placeholder (`<EMAIL>`, `<SECRET>`, ...)."""
     matches = find_pii(text, types)
+    return _substitute(text, matches), matches
+
+
+def _substitute(text: str, matches: list[PiiMatch]) -> str:
     if not matches:
-        return text, matches
+        return text
     parts, pos = [], 0
     for m in matches:
         parts.append(text[pos : m.start])
         parts.append(f"<{m.type}>")
         pos = m.end
     parts.append(text[pos:])
-    return "".join(parts), matches
+    return "".join(parts)
 
 
 def _mask_token(s: str) -> str:
@@ -418,6 +500,54 @@ def mask_example(s: str, type: str | None = None) -> str:
 
 
 # --- dataset scan ------------------------------------------------------------------------------------
+# Personal data sits wherever a dataset author put it, not only in the trained text: a row-level
+# "user_email", a nested meta.contact.phone, a tool call's arguments. Every string value of the row is
+# scanned (and redacted), each with its field path. Integers are scanned too (a phone stored as
+# 4155550134), but only a match covering the whole number counts. The value's key goes in front of it
+# as context ("ssn: 123456789", "password: hunter22", "version: 1.2.3.4"), so context-gated detectors
+# see the field name the way they would see it in prose; matches inside that prefix are dropped.
+
+
+def _field_context(key: str | None) -> str:
+    return f"{key}: " if key else ""
+
+
+def find_pii_in_field(value: str, key: str | None, types: Iterable[str] | None = None) -> list[PiiMatch]:
+    """`find_pii` of one field value, its key name serving as preceding context."""
+    prefix = _field_context(key)
+    if not prefix:
+        return find_pii(value, types)
+    n = len(prefix)
+    return [PiiMatch(m.type, m.start - n, m.end - n, m.text)
+            for m in find_pii(prefix + value, types) if m.start >= n]
+
+
+def iter_fields(row: Any, path: str = "", key: str | None = None):
+    """(path, key, value) for every string and integer in a row, nested dicts and lists included.
+    Paths look like `messages[1].content` or `meta.contact.phone`; `key` is the nearest dict key."""
+    if isinstance(row, str) or (isinstance(row, int) and not isinstance(row, bool)):
+        yield path, key, row
+    elif isinstance(row, Mapping):
+        for k, v in row.items():
+            yield from iter_fields(v, f"{path}.{k}" if path else str(k), str(k))
+    elif isinstance(row, (list, tuple)):
+        for i, v in enumerate(row):
+            yield from iter_fields(v, f"{path}[{i}]", key)
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def field_pattern(path: str) -> str:
+    """`messages[3].content` -> `messages[].content`: the field as a report lists it."""
+    return _INDEX.sub("[]", path)
+
+
+def _value_matches(value: str | int, key: str | None, types) -> list[PiiMatch]:
+    if isinstance(value, str):
+        return find_pii_in_field(value, key, types)
+    text = str(value)
+    return [m for m in find_pii_in_field(text, key, types) if m.start == 0 and m.end == len(text)]
 
 
 @dataclass
@@ -426,6 +556,7 @@ class PiiFinding:
     line: int
     type: str
     masked: str
+    field: str = ""
 
 
 @dataclass
@@ -433,10 +564,16 @@ class PiiReport:
     rows_scanned: int = 0
     rows_with_pii: int = 0
     counts: Counter = field(default_factory=Counter)
-    # Up to `max_examples` masked examples per type, each with its row index and line.
+    # Up to `max_examples` masked examples per type, each with its row index, line and field.
     examples: dict[str, list[PiiFinding]] = field(default_factory=dict)
     # Row index -> types found, for `clean` to redact or drop exactly these rows.
     rows: dict[int, list[str]] = field(default_factory=dict)
+    # Row index -> the fields (paths) those findings were in.
+    row_fields: dict[int, list[str]] = field(default_factory=dict)
+    # Every field seen (as `field_pattern`), with how many rows have it: what "scanned" covered.
+    fields_scanned: Counter = field(default_factory=Counter)
+    # Field pattern -> type -> matches: where the findings are.
+    by_field: dict[str, Counter] = field(default_factory=dict)
 
 
 def scan_rows(
@@ -445,49 +582,62 @@ def scan_rows(
     *,
     types: Iterable[str] | None = None,
     max_examples: int = 5,
-    text_of: Callable[[Mapping[str, Any]], str] = full_text,
     progress: bool = False,
 ) -> PiiReport:
-    """Scan every row's text; counts per type, masked examples, and the rows involved."""
+    """Scan every field of every row; counts per type and per field, masked examples, the rows involved."""
     lines = resolve_lines(len(rows), line_numbers)
     wanted = None if types is None else tuple(types)
     report = PiiReport(rows_scanned=len(rows))
     items = progress_iter(rows, total=len(rows), description="PII scan", enabled=progress)
     for i, row in enumerate(items):
-        matches = find_pii(text_of(row), wanted)
-        if not matches:
-            continue
-        report.rows_with_pii += 1
-        report.rows[i] = sorted({m.type for m in matches})
-        for m in matches:
-            report.counts[m.type] += 1
-            examples = report.examples.setdefault(m.type, [])
-            if len(examples) < max_examples:
-                examples.append(PiiFinding(i, lines[i], m.type, mask_example(m.text, m.type)))
+        found: set[str] = set()
+        hit_fields: list[str] = []
+        seen_fields: set[str] = set()
+        for path, key, value in iter_fields(row):
+            pattern = field_pattern(path)
+            seen_fields.add(pattern)
+            for m in _value_matches(value, key, wanted):
+                found.add(m.type)
+                if not hit_fields or hit_fields[-1] != path:
+                    hit_fields.append(path)
+                report.counts[m.type] += 1
+                report.by_field.setdefault(pattern, Counter())[m.type] += 1
+                examples = report.examples.setdefault(m.type, [])
+                if len(examples) < max_examples:
+                    examples.append(PiiFinding(i, lines[i], m.type, mask_example(m.text, m.type), path))
+        report.fields_scanned.update(seen_fields)
+        if found:
+            report.rows_with_pii += 1
+            report.rows[i] = sorted(found)
+            report.row_fields[i] = hit_fields
     return report
 
 
+def _redact_value(value: str | int, key: str | None, types) -> tuple[Any, int]:
+    matches = _value_matches(value, key, types)
+    if not matches:
+        return value, 0
+    if not isinstance(value, str):  # a whole-number match: the number becomes its placeholder
+        return f"<{matches[0].type}>", 1
+    return _substitute(value, matches), len(matches)
+
+
 def redact_row(row: Mapping[str, Any], types: Iterable[str] | None = None) -> tuple[dict, int]:
-    """A copy of a normalised row with every text field redacted; returns (row, matches replaced)."""
+    """A copy of a row with every field redacted, meta included (the same fields `scan_rows` scans);
+    returns (row, matches replaced)."""
     wanted = None if types is None else tuple(types)
     total = 0
 
-    def fix(value: Any) -> Any:
+    def fix(value: Any, key: str | None) -> Any:
         nonlocal total
-        if isinstance(value, str):
-            new, found = redact(value, wanted)
-            total += len(found)
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            new, n = _redact_value(value, key, wanted)
+            total += n
             return new
-        if isinstance(value, list):
-            return [fix(v) for v in value]
-        if isinstance(value, dict):
-            return {k: (fix(v) if k in ("content", "text") else v) for k, v in value.items()}
+        if isinstance(value, Mapping):
+            return {k: fix(v, str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [fix(v, key) for v in value]
         return value
 
-    out = dict(row)
-    if "messages" in out:
-        out["messages"] = [fix(dict(m)) for m in out["messages"]]
-    for key in ("prompt", "completion", "chosen", "rejected", "text"):
-        if key in out:
-            out[key] = fix(out[key])
-    return out, total
+    return fix(row, None), total

@@ -13,8 +13,12 @@ Readers never raise on a bad record: they report it through `problems.add(line, 
 so validation can list every problem of a file at once.
 
 CSV cells are strings. Two conversions make CSV usable for every row format: a cell that starts with `[` or
-`{` and parses as JSON becomes that value (message lists), and in a `label` column true/false/1/0 become
-booleans (KTO). An empty cell counts as an absent field.
+`{` and parses as JSON becomes that value (message lists), and in a `label` column the boolean spellings of
+`kto_label` become booleans (KTO). An empty cell counts as an absent field.
+
+What readers report besides records: a JSON object with the same key twice is a problem (JSON parsers keep the
+last value and silently drop the first), and blank JSONL lines / blank CSV rows are listed in `blank_lines` when
+the caller passes a list, so a row count that differs from the line count can be explained.
 """
 from __future__ import annotations
 
@@ -26,7 +30,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 FILE_TYPES = ("jsonl", "json", "csv", "parquet", "hf_dataset")
-_LABEL_WORDS = {"true": True, "false": False, "1": True, "0": False}
+#: The spellings of a KTO label, wherever it comes from (JSON booleans, numbers and strings; CSV cells).
+LABEL_SPELLINGS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def kto_label(value: Any) -> bool | None:
+    """A KTO label as a bool: true/false, 1/0, or the strings of LABEL_SPELLINGS (any case); None otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return LABEL_SPELLINGS.get(value.strip().lower())
+    return None
 
 
 class ProblemSink(Protocol):
@@ -64,16 +80,17 @@ def content_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_records(path: Path, kind: str, problems: ProblemSink) -> list[tuple[int, Any]]:
+def read_records(path: Path, kind: str, problems: ProblemSink,
+                 blank_lines: list[int] | None = None) -> list[tuple[int, Any]]:
     if kind == "json":
         return parse_json_array(path.read_bytes(), problems)
     if kind == "csv":
-        return _read_csv(path, problems)
+        return _read_csv(path, problems, blank_lines)
     if kind == "parquet":
         return _read_parquet(path, problems)
     if kind == "hf_dataset":
         return _read_saved_dataset(path, problems)
-    return parse_jsonl(path.read_bytes(), problems)
+    return parse_jsonl(path.read_bytes(), problems, blank_lines)
 
 
 def raw_line(path: Path, kind: str, line: int) -> str | None:
@@ -90,9 +107,37 @@ def raw_line(path: Path, kind: str, line: int) -> str | None:
 # ------------------------------------------------------------------------------------------- JSON(L)
 
 
-def parse_jsonl(data: bytes, problems: ProblemSink) -> list[tuple[int, Any]]:
+class _KeyChecker:
+    """A JSON decoder that also records keys given twice in one object (json keeps the last silently)."""
+
+    def __init__(self) -> None:
+        self.duplicates: list[str] = []
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._pairs)
+
+    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen and key not in self.duplicates:
+                    self.duplicates.append(key)
+                seen.add(key)
+        return obj
+
+    def report(self, line: int, problems: ProblemSink) -> None:
+        for key in self.duplicates:
+            problems.add(line, key, "duplicate JSON key: the object gives it more than once and only the last "
+                         "value would be kept; remove or rename the other one")
+        self.duplicates.clear()
+
+
+def parse_jsonl(data: bytes, problems: ProblemSink, blank_lines: list[int] | None = None) -> list[tuple[int, Any]]:
     records: list[tuple[int, Any]] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    checker = _KeyChecker()
+    pieces = data.split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()  # the newline that ends the last line does not start another one
+    for number, raw in enumerate(pieces, start=1):
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # editors on Windows add a UTF-8 BOM; it is not part of the first object
         if raw.endswith(b"\r"):
@@ -103,11 +148,14 @@ def parse_jsonl(data: bytes, problems: ProblemSink) -> list[tuple[int, Any]]:
             problems.add(number, None, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
             continue
         if not text.strip():
+            if blank_lines is not None:
+                blank_lines.append(number)
             continue
         try:
-            records.append((number, json.loads(text)))
+            records.append((number, checker.decoder.decode(text)))
         except json.JSONDecodeError as exc:
             problems.add(number, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+        checker.report(number, problems)
     return records
 
 
@@ -119,7 +167,8 @@ def parse_json_array(data: bytes, problems: ProblemSink) -> list[tuple[int, Any]
         line = data[: exc.start].count(b"\n") + 1
         problems.add(line, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x})")
         return []
-    decoder = json.JSONDecoder()
+    checker = _KeyChecker()
+    decoder = checker.decoder
     line_of = lambda pos: text.count("\n", 0, pos) + 1  # noqa: E731
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] != "[":
@@ -136,6 +185,7 @@ def parse_json_array(data: bytes, problems: ProblemSink) -> list[tuple[int, Any]
             problems.add(exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
             return records  # the rest of the array cannot be located reliably after a syntax error
         records.append((line_of(pos), value))
+        checker.report(line_of(pos), problems)
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
@@ -158,8 +208,8 @@ def _skip_ws(text: str, pos: int) -> int:
 
 
 def _csv_cell(column: str, value: str) -> Any:
-    if column == "label" and value.strip().lower() in _LABEL_WORDS:
-        return _LABEL_WORDS[value.strip().lower()]
+    if column == "label" and value.strip().lower() in LABEL_SPELLINGS:
+        return LABEL_SPELLINGS[value.strip().lower()]
     stripped = value.lstrip()
     if stripped[:1] in ("[", "{"):
         try:
@@ -169,7 +219,7 @@ def _csv_cell(column: str, value: str) -> Any:
     return value
 
 
-def _read_csv(path: Path, problems: ProblemSink) -> list[tuple[int, Any]]:
+def _read_csv(path: Path, problems: ProblemSink, blank_lines: list[int] | None = None) -> list[tuple[int, Any]]:
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -200,6 +250,8 @@ def _read_csv(path: Path, problems: ProblemSink) -> list[tuple[int, Any]]:
             break
         row_number += 1
         if not any(c.strip() for c in cells):
+            if blank_lines is not None:
+                blank_lines.append(row_number)
             continue
         if len(cells) != len(header):
             problems.add(row_number, None, f"has {len(cells)} cells but the header has {len(header)} columns")

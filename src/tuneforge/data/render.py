@@ -5,7 +5,7 @@ is evaluated on is byte for byte the prefix it was trained to continue.
 """
 from __future__ import annotations
 
-from tuneforge.data.chat_template import TrainingTemplate, prompt_messages, template_messages, trained_runs
+from tuneforge.data.chat_template import TrainingTemplate, template_messages, trained_runs
 from tuneforge.data.formats import LoadedData
 from tuneforge.errors import DataError
 
@@ -108,22 +108,3 @@ def render_dataset(data: LoadedData, tokenizer, template: TrainingTemplate | Non
         "no_trained_tokens": sum(1 for r in rendered if not any(r["assistant_masks"])),
     }
     return rendered, stats
-
-
-def build_generation_prompt(row: dict, tokenizer, template: TrainingTemplate | None) -> tuple[list[int], str]:
-    """(prompt ids, reference answer) for generating the row's LAST assistant turn.
-
-    Chat: the conversation before that turn plus the template's generation prompt; the text is what
-    the training render produced before the answer, so its ids are a prefix of the training ids.
-    prompt_completion: the prompt ids as in training, and the completion.
-    """
-    if "messages" in row:
-        reference = [m for m in row["messages"] if m["role"] == "assistant"][-1]["content"]
-        text = tokenizer.apply_chat_template(prompt_messages(row), chat_template=template.template if template else None,
-                                             tokenize=False, add_generation_prompt=True)
-        # Chat templates carry their own special tokens; adding a BOS again would break the prefix property.
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return list(ids), reference
-    if "prompt" in row and "completion" in row:
-        return list(tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]), row["completion"]
-    raise ValueError(f"not a normalised row (expected 'messages' or 'prompt'+'completion'): keys {sorted(row)}")

@@ -59,7 +59,9 @@ def prompt_of(row: dict):
     """The prompt of any normalised row (chat: every message before the last assistant turn)."""
     if "messages" in row:
         last = max(i for i, m in enumerate(row["messages"]) if m["role"] == "assistant")
-        return [{"role": m["role"], "content": m["content"]} for m in row["messages"][:last]]
+        from tuneforge.data.chat_template import template_message
+
+        return [template_message(m) for m in row["messages"][:last]]
     return row["prompt"]
 
 

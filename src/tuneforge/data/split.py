@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from tuneforge.atomic import write_chunks_atomic
 from tuneforge.data.text import format_lines, resolve_lines
 from tuneforge.errors import DataError
 from tuneforge.hashing import sha256_file
@@ -32,6 +31,8 @@ class SplitResult:
     ratios: dict[str, float]
     indices: dict[str, list[int]]
     field: str | None = None
+    # Strategy-specific facts the manifest must carry (time: how boundaries moved to keep timestamp ties together).
+    notes: dict[str, Any] | None = None
 
 
 def _check_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
@@ -64,6 +65,28 @@ def get_field(row: Mapping[str, Any], path: str) -> Any:
             return _MISSING
         value = value[part]
     return value
+
+
+def resolve_field(rows: Sequence[Mapping[str, Any]], field: str, purpose: str) -> str:
+    """The dotted path under which rows carry `field`: as given, else under `meta` (a row's extra fields live
+    there after normalisation, so `category` and `meta.category` name the same thing). Every command that takes a
+    field name (split --field, audit --label-field) resolves it here, so they agree on what exists.
+
+    Raises DataError naming the field and the fields the rows do have when no row has it.
+    """
+    candidates = [field] if field.startswith("meta.") else [field, "meta." + field]
+    for candidate in candidates:
+        if any(get_field(r, candidate) is not _MISSING for r in rows):
+            return candidate
+    present: set[str] = set()
+    for r in rows:
+        present.update(k for k in r if k != "meta")
+        if isinstance(r.get("meta"), Mapping):
+            present.update(f"meta.{k}" for k in r["meta"])
+    shown = sorted(present)
+    listed = ", ".join(shown[:40]) + (f" ... ({len(shown) - 40} more)" if len(shown) > 40 else "")
+    raise DataError(f"no row has the field {field!r} ({purpose})",
+                    hint=f"fields found in the rows: {listed or 'none'}")
 
 
 def _field_values(
@@ -159,8 +182,17 @@ def parse_time(value: Any) -> datetime:
 def split_by_time(
     values: Sequence[Any], ratios: Mapping[str, float], lines: Sequence[int] | None = None
 ) -> dict[str, list[int]]:
-    """Oldest rows to the first split (train), newest to the last (test), in the ratios' order.
-    Ties keep input order; no seed is involved."""
+    """Oldest rows to the first split (train), newest to the last (test), in the ratios' order; rows with the
+    same timestamp always land in the same split (see `_time_split`). No seed is involved."""
+    return _time_split(values, ratios, lines)[0]
+
+
+def _time_split(
+    values: Sequence[Any], ratios: Mapping[str, float], lines: Sequence[int] | None = None
+) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """(indices, ties note). A boundary that falls inside a group of equal timestamps moves to the end of the
+    group: a row dated the same instant as a test row is not "before" it, so putting one in train and the other in
+    test would leak the test period into training. The note records every move for the manifest."""
     ratios = _check_ratios(ratios)
     lines = resolve_lines(len(values), lines)
     stamps, bad = [], []
@@ -175,7 +207,27 @@ def split_by_time(
             hint="use e.g. 2024-05-01 or 2024-05-01T12:00:00Z",
         )
     order = sorted(range(len(values)), key=lambda i: stamps[i])
-    return _cut(order, allocate(len(values), ratios))
+    requested = allocate(len(values), ratios)
+    names = list(requested)
+    counts: dict[str, int] = {}
+    moved: list[dict[str, Any]] = []
+    start = pos = cumulative = 0
+    for k, name in enumerate(names):
+        # Each boundary aims at its requested cumulative position, so one moved boundary does not shift the next.
+        cumulative += requested[name]
+        target = max(pos, cumulative) if k < len(names) - 1 else len(order)
+        pos = target
+        while 0 < pos < len(order) and stamps[order[pos - 1]] == stamps[order[pos]]:
+            pos += 1
+        if pos != target:
+            moved.append({"boundary": f"{name}|{names[k + 1]}", "timestamp": stamps[order[target]].isoformat(),
+                          "rows_moved": pos - target, "into": name})
+        counts[name] = pos - start
+        start = pos
+    note = {"policy": "rows with the same timestamp stay in one split: a boundary inside a group of equal "
+                      "timestamps moves to the end of that group",
+            "requested_rows": requested, "moved": moved}
+    return _cut(order, counts), note
 
 
 def split_rows(
@@ -191,6 +243,7 @@ def split_rows(
     stratified, grouped and time strategies."""
     ratios = _check_ratios(ratios or {"train": 0.8, "validation": 0.1, "test": 0.1})
     lines = resolve_lines(len(rows), line_numbers)
+    notes = None
     if strategy == "random":
         indices = split_random(len(rows), ratios, seed)
     elif strategy in ("stratified", "grouped", "time"):
@@ -202,10 +255,11 @@ def split_rows(
         elif strategy == "grouped":
             indices = split_grouped(values, ratios, seed)
         else:
-            indices = split_by_time(values, ratios, lines)
+            indices, ties = _time_split(values, ratios, lines)
+            notes = {"time_ties": ties}
     else:
         raise ValueError(f"unknown split strategy {strategy!r}")
-    return SplitResult(strategy=strategy, seed=seed, ratios=ratios, indices=indices, field=field)
+    return SplitResult(strategy=strategy, seed=seed, ratios=ratios, indices=indices, field=field, notes=notes)
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -216,28 +270,7 @@ def _jsonl_line(row: Mapping[str, Any]) -> bytes:
     return (json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
 
 
-def write_atomic(path: Path, chunks: Sequence[bytes] | Any) -> str:
-    """Write bytes chunks to `path` via a temp file in the same directory + rename, so a crash
-    never leaves a half-written split that looks complete. Returns the content's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                digest.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return digest.hexdigest()
-
-
-_MANIFEST_KEYS = {"seed", "strategy", "ratios", "field", "source_sha256"}
+_MANIFEST_KEYS = {"seed", "strategy", "ratios", "field", "source_sha256", "time_ties"}
 
 
 def write_splits(
@@ -249,7 +282,8 @@ def write_splits(
     manifest_name: str = "split_manifest.json",
 ) -> dict[str, Any]:
     """Write `<out_dir>/<split>.jsonl` per split and the manifest; returns the manifest:
-    {split: {"path", "rows", "sha256"}, "seed", "strategy", "ratios", "field", "source_sha256"}.
+    {split: {"path", "rows", "sha256"}, "seed", "strategy", "ratios", "field", "source_sha256"}, plus
+    "time_ties" for the time strategy (requested rows per split and every boundary moved to keep ties together).
     `source_sha256` hashes the source file when given, else the rows as written (JSONL)."""
     clash = set(result.indices) & _MANIFEST_KEYS
     if clash:
@@ -258,7 +292,7 @@ def write_splits(
     manifest: dict[str, Any] = {}
     for name, idx in result.indices.items():
         path = out_dir / f"{name}.jsonl"
-        sha = write_atomic(path, (_jsonl_line(rows[i]) for i in idx))
+        sha = write_chunks_atomic(path, (_jsonl_line(rows[i]) for i in idx))
         manifest[name] = {"path": str(path), "rows": len(idx), "sha256": sha}
     if source_path is not None:
         source_sha = sha256_file(Path(source_path))
@@ -274,5 +308,6 @@ def write_splits(
         field=result.field,
         source_sha256=source_sha,
     )
-    write_atomic(out_dir / manifest_name, [json.dumps(manifest, indent=2).encode("utf-8") + b"\n"])
+    manifest.update(result.notes or {})
+    write_chunks_atomic(out_dir / manifest_name, [json.dumps(manifest, indent=2).encode("utf-8") + b"\n"])
     return manifest

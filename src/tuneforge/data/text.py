@@ -370,3 +370,20 @@ def progress_iter(
                 bar.advance(task, pending)
                 pending = 0
         bar.advance(task, pending)
+
+
+def template_fields(template: str, where: str) -> list[str]:
+    """The {field} placeholders of a prompt template (task YAMLs, `data select --prompt`); errors name `where`."""
+    import string
+
+    from tuneforge.errors import ConfigError
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: prompt: {exc}", hint="write {{ and }} for literal braces") from None
+    for name in names:
+        if not name.isidentifier():
+            raise ConfigError(f"{where}: prompt: placeholder {{{name}}} is not a field name",
+                              hint="placeholders are {field}; write {{ and }} for literal braces")
+    return names

@@ -12,7 +12,7 @@ takes the mean of the per-item differences b - a at those indices.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -101,3 +101,80 @@ def paired_bootstrap(
     extreme = np.count_nonzero(np.abs(resampled - delta) >= abs(delta) - 1e-12)
     p_value = float((1 + extreme) / (1 + n_resamples))
     return PairedResult(metric, n, mean_a, mean_b, delta, float(ci_low), float(ci_high), confidence, min(p_value, 1.0))
+
+
+def paired_bootstrap_statistic(
+    statistic_a: Callable[[np.ndarray], float],
+    statistic_b: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    metric: str = "",
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedResult:
+    """Paired bootstrap of a corpus-level statistic (macro-F1, ECE, Brier ...) that is not a mean of item scores.
+
+    `statistic_x(indices)` computes the statistic of model x on the items at `indices` (with repeats); both models
+    are recomputed on the same resampled items, so the interval is for the paired difference b - a.
+    """
+    if n == 0:
+        raise ValueError("paired_bootstrap_statistic needs at least one item")
+    everything = np.arange(n)
+    value_a, value_b = float(statistic_a(everything)), float(statistic_b(everything))
+    delta = value_b - value_a
+    rng = np.random.default_rng(seed)
+    resampled = np.empty(n_resamples, dtype=np.float64)
+    for row in range(n_resamples):
+        indices = rng.integers(0, n, size=n)
+        resampled[row] = statistic_b(indices) - statistic_a(indices)
+    alpha = 1.0 - confidence
+    ci_low, ci_high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
+    extreme = np.count_nonzero(np.abs(resampled - delta) >= abs(delta) - 1e-12)
+    p_value = float((1 + extreme) / (1 + n_resamples))
+    return PairedResult(metric, n, value_a, value_b, delta, float(ci_low), float(ci_high), confidence,
+                        min(p_value, 1.0))
+
+
+@dataclass
+class MeanInterval:
+    """A mean over items and its percentile bootstrap interval (one sample, not a paired difference)."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    confidence: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_mean(values: Sequence[float], *, n_resamples: int = 10000, confidence: float = 0.95,
+                   seed: int = 0) -> MeanInterval:
+    """Percentile bootstrap interval of the mean of one set of item scores (a cohort's accuracy, a flip rate).
+
+    Same resampling as `paired_bootstrap`, on the values themselves: each resample draws n indices with replacement.
+    """
+    array = _as_scores(values, "values")
+    n = int(array.size)
+    if n == 0:
+        raise ValueError("bootstrap_mean needs at least one value")
+    mean = float(array.mean())
+    if np.all(array == array[0]):
+        return MeanInterval(mean, mean, mean, n, confidence)
+    resampled = resample_means(array, n_resamples, np.random.default_rng(seed))
+    alpha = 1.0 - confidence
+    low, high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
+    return MeanInterval(mean, float(low), float(high), n, confidence)
+
+
+def resample_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """`n_resamples` bootstrap means of `values` (indices drawn in chunks, as in `paired_bootstrap`)."""
+    n = int(values.size)
+    out = np.empty(n_resamples, dtype=np.float64)
+    rows_per_chunk = max(1, _CHUNK_ENTRIES // n)
+    for start in range(0, n_resamples, rows_per_chunk):
+        rows = min(rows_per_chunk, n_resamples - start)
+        out[start : start + rows] = values[rng.integers(0, n, size=(rows, n))].mean(axis=1)
+    return out

@@ -101,9 +101,11 @@ class EndpointModel:
         raise EndpointError(f"{target} failed after {self.retries + 1} attempts; last error {last}",
                             hint="raise --timeout or --retries, or lower --concurrency")
 
-    def generate(self, items: list[dict], *, max_new_tokens: int, batch_size: int = 0,
-                 description: str = "requesting") -> list[str]:
-        from tuneforge.eval.generation import make_progress
+    def answer(self, items: list[dict], *, max_new_tokens: int, batch_size: int = 0,
+               description: str = "requesting") -> list[str]:
+        """Greedy (temperature 0) answers to evaluation items: the interface the eval pipeline shares with the
+        inference engine."""
+        from tuneforge.console import make_progress
 
         def one(item: dict) -> str:
             messages = item["messages"] or [{"role": "user", "content": item["prompt"]}]
@@ -118,7 +120,17 @@ class EndpointModel:
                 bar.advance(task)
         return answers
 
-    def label_logprobs(self, items: list[dict], labels: list[str]) -> None:
+    def sample(self, items: list[dict], *, n: int, max_new_tokens: int, temperature: float, batch_size: int = 0,
+               description: str = "sampling") -> list[list[str]]:
+        """n answers per item at `temperature` (requests run `concurrency` at a time)."""
+        flat = [item for item in items for _ in range(n)]
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            texts = list(pool.map(lambda item: self.chat(item["messages"] or [{"role": "user", "content":
+                                                                                item["prompt"]}],
+                                                          max_new_tokens, temperature), flat))
+        return [texts[i * n:(i + 1) * n] for i in range(len(items))]
+
+    def label_logprobs(self, items: list[dict], labels: list[str], batch_size: int = 0) -> None:
         return None
 
 

@@ -5,11 +5,20 @@ Gate file (YAML)::
     gates:
       - "exact_match >= 0.8"                      # absolute, on the overall summary
       - "rougeL delta_vs_base >= 5"               # tuned minus base, 5 percentage points
+      - "json_fields delta_vs_base ci_low >= 0"   # the 95% interval of the delta lies above zero
       - "refusal_rate >= 0.95 on safety"          # on one slice
       - {metric: general_accuracy, op: ">=", value: -2, delta_vs_base: true}
     raw_metrics: [latency_p95_ms]                 # optional: metrics NOT stored as fractions
 
-Text grammar: ``METRIC [delta_vs_base] OP NUMBER[pp|%] [on SLICE]``, OP one of ``>= > <= < ==``.
+Text grammar: ``METRIC [delta_vs_base [ci_low|ci_high]] OP NUMBER[pp|%] [on SLICE]``, OP one of ``>= > <= < ==``.
+``ci_low``/``ci_high`` gate the paired confidence interval of the delta instead of its point estimate (mapping
+form: ``stat: ci_low``); they need the results' ``comparison`` entry for the metric.
+
+Metric names come from the one registry (`tuneforge.eval.registry`) plus whatever the results hold. A name the
+registry does not know and the results do not mention is an error (exit 2); a known metric absent from the
+results FAILS its gate (exit 1), and the reason says what produces it. The registry's parametrised families count
+as known: ``pass@5``, ``cohort_gap:exact_match`` (``tuneforge eval --cohort-field``); so do its fairness and human
+metrics, ``counterfactual_flip_rate <= 0.05`` and ``human_win_rate >= 0.6``, read from the summary like any other.
 
 Units (the one rule)
 --------------------
@@ -72,17 +81,16 @@ __all__ = [
 
 OPERATORS = (">=", ">", "<=", "<", "==")
 _EQ_TOL = 1e-9
-_GATE_KEYS = {"metric", "op", "value", "delta_vs_base", "on"}
+_GATE_KEYS = {"metric", "op", "value", "delta_vs_base", "stat", "on"}
+_STATS = ("delta", "ci_low", "ci_high")
 _FILE_KEYS = {"gates", "raw_metrics"}
-_METRIC_NAME = re.compile(r"^[A-Za-z_][\w.\-/@]*$")
+_METRIC_NAME = re.compile(r"^[A-Za-z_][\w.\-/@:]*$")  # ':' for families such as cohort_gap:exact_match
 _OP_SPLIT = re.compile(r"(>=|<=|==|=>|=<|!=|<>|>|<|=)")
 _NUMBER = re.compile(r"^(?P<num>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?P<unit>pp|%)?$")
 
-#: Metrics known not to be fractions in [0, 1]; their thresholds are in their own units.
-RAW_METRIC_NAMES = frozenset(
-    {"perplexity", "ppl", "loss", "eval_loss", "nll", "brier", "brier_score", "mean_length", "avg_length",
-     "tokens_per_second", "throughput"}
-)
+#: For metrics the registry does not know (a user's own results): names and suffixes read as not being fractions
+#: in [0, 1], so their thresholds stay in their own units. Registered metrics carry their scale in the registry.
+RAW_METRIC_NAMES = frozenset({"ppl", "loss", "nll", "mean_length", "avg_length", "tokens_per_second", "throughput"})
 RAW_METRIC_SUFFIXES = ("_ms", "_s", "_seconds", "_tokens", "_chars", "_length", "_loss", "_perplexity", "_count")
 
 
@@ -126,6 +134,7 @@ class Gate:
     on: str | None = None  # slice name
     lineno: int = 0  # 1-based line in the gate file; 0 when built in code
     text: str = ""
+    stat: Literal["delta", "ci_low", "ci_high"] = "delta"  # delta gates: the point estimate or an interval end
 
     def describe(self) -> str:
         return self.text or _render(self)
@@ -141,7 +150,8 @@ class GateOutcome:
 
 
 def _render(g: Gate) -> str:
-    parts = [g.metric] + (["delta_vs_base"] if g.delta_vs_base else []) + [g.op, f"{g.value:g}"]
+    parts = [g.metric] + (["delta_vs_base"] if g.delta_vs_base else []) + ([g.stat] if g.stat != "delta" else [])
+    parts += [g.op, f"{g.value:g}"]
     if g.unit == "pp" and abs(g.value) <= 1:
         parts[-1] += "pp"
     return " ".join(parts + ([f"on {g.on}"] if g.on else []))
@@ -149,7 +159,12 @@ def _render(g: Gate) -> str:
 
 # ------------------------------------------------------------------------------------------------------ units
 def metric_scale(metric: str, raw_metrics: Iterable[str] = ()) -> Literal["fraction", "raw"]:
+    from tuneforge.eval.registry import is_fraction
+
     name = metric.lower()
+    registered = is_fraction(metric)
+    if registered is not None and metric not in set(raw_metrics):
+        return "fraction" if registered else "raw"
     if metric in set(raw_metrics) or name in RAW_METRIC_NAMES or name.endswith(RAW_METRIC_SUFFIXES):
         return "raw"
     return "fraction"
@@ -181,12 +196,15 @@ def _check_metric(metric: str, where: str, known: Iterable[str] | None) -> None:
     if not _METRIC_NAME.match(metric):
         raise GateFileError(f"{where}: {metric!r} is not a metric name")
     if known is not None:
+        from tuneforge.eval.registry import resolve
+
         names = set(known)
-        if metric not in names:
+        if metric not in names and resolve(metric) is None:
             close = difflib.get_close_matches(metric, sorted(names), n=3)
             raise GateFileError(
                 f"{where}: unknown metric {metric!r}",
-                hint=f"did you mean {', '.join(close)}?" if close else "it is neither a tuneforge metric nor in the results",
+                hint=(f"did you mean {', '.join(close)}?" if close
+                      else "it is neither a tuneforge metric nor in the results"),
             )
 
 
@@ -205,6 +223,12 @@ def _parse_text(text: str, lineno: int, known: Iterable[str] | None, raw: Iterab
     metric, i = tokens[0], 1
     delta = len(tokens) > 1 and tokens[1] == "delta_vs_base"
     i += delta
+    stat = "delta"
+    if delta and i < len(tokens) and tokens[i] in _STATS:
+        stat, i = tokens[i], i + 1
+    elif i < len(tokens) and tokens[i] in _STATS[1:]:
+        raise GateFileError(f"{where}: {tokens[i]} needs delta_vs_base before it",
+                            hint=f"write '{metric} delta_vs_base {tokens[i]} >= 0'")
     if i >= len(tokens):
         raise GateFileError(f"{where}: missing operator", hint=f"use one of {' '.join(OPERATORS)}")
     op = tokens[i]
@@ -219,11 +243,12 @@ def _parse_text(text: str, lineno: int, known: Iterable[str] | None, raw: Iterab
     on = None
     if i < len(tokens):
         if tokens[i] != "on" or i + 2 != len(tokens):
-            raise GateFileError(f"{where}: unexpected {' '.join(tokens[i:])!r}", hint="the only suffix allowed is 'on SLICE'")
+            raise GateFileError(f"{where}: unexpected {' '.join(tokens[i:])!r}",
+                                hint="the only suffix allowed is 'on SLICE'")
         on = tokens[i + 1]
     _check_metric(metric, where, known)
     threshold, unit = _read_threshold(value, explicit_pp, delta, metric_scale(metric, raw), where)
-    return Gate(metric, op, value, threshold, unit, delta, on, lineno, text.strip())  # type: ignore[arg-type]
+    return Gate(metric, op, value, threshold, unit, delta, on, lineno, text.strip(), stat)  # type: ignore[arg-type]
 
 
 def _parse_mapping(spec: Mapping[str, Any], lineno: int, known: Iterable[str] | None, raw: Iterable[str]) -> Gate:
@@ -242,6 +267,9 @@ def _parse_mapping(spec: Mapping[str, Any], lineno: int, known: Iterable[str] | 
     delta = spec.get("delta_vs_base", False)
     if not isinstance(delta, bool):
         raise GateFileError(f"{where}: delta_vs_base must be true or false")
+    stat = spec.get("stat", "delta")
+    if stat not in _STATS or (stat != "delta" and not delta):
+        raise GateFileError(f"{where}: stat must be one of {', '.join(_STATS)} and needs delta_vs_base: true")
     on = spec.get("on")
     if on is not None and not isinstance(on, str):
         raise GateFileError(f"{where}: 'on' must be a slice name")
@@ -250,8 +278,9 @@ def _parse_mapping(spec: Mapping[str, Any], lineno: int, known: Iterable[str] | 
     number, explicit_pp = _parse_number(str(value).replace(" ", ""), where)
     _check_metric(metric, where, known)
     threshold, unit = _read_threshold(number, explicit_pp, delta, metric_scale(metric, raw), where)
-    text = " ".join([metric] + (["delta_vs_base"] if delta else []) + [op, str(value)] + ([f"on {on}"] if on else []))
-    return Gate(metric, op, number, threshold, unit, delta, on, lineno, text)  # type: ignore[arg-type]
+    text = " ".join([metric] + (["delta_vs_base"] if delta else []) + ([stat] if stat != "delta" else [])
+                    + [op, str(value)] + ([f"on {on}"] if on else []))
+    return Gate(metric, op, number, threshold, unit, delta, on, lineno, text, stat)  # type: ignore[arg-type]
 
 
 def parse_gate(
@@ -279,7 +308,8 @@ def parse_gate_file(text: str, known_metrics: Iterable[str] | None = None, sourc
         raise GateFileError(f"{source}: expected a mapping with a 'gates:' list")
     extra = set(data) - _FILE_KEYS
     if extra:
-        raise GateFileError(f"{source}: unknown top-level key(s) {sorted(map(str, extra))}", hint=f"allowed: {sorted(_FILE_KEYS)}")
+        raise GateFileError(f"{source}: unknown top-level key(s) {sorted(map(str, extra))}",
+                            hint=f"allowed: {sorted(_FILE_KEYS)}")
     raw = data.get("raw_metrics") or []
     if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
         raise GateFileError(f"{source}: raw_metrics must be a list of metric names")
@@ -307,7 +337,8 @@ def load_gate_file(path, known_metrics: Iterable[str] | None = None) -> list[Gat
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
-def select_models(results: Mapping[str, Any], model: str | None = None, base: str | None = None) -> tuple[str, str | None]:
+def select_models(results: Mapping[str, Any], model: str | None = None,
+                  base: str | None = None) -> tuple[str, str | None]:
     models = results.get("models") if isinstance(results, Mapping) else None
     if not isinstance(models, Mapping) or not models:
         raise ResultsError("results have no 'models' section", hint="pass the eval/results.json the evaluator wrote")
@@ -317,7 +348,8 @@ def select_models(results: Mapping[str, Any], model: str | None = None, base: st
         elif len(models) == 1:
             model = next(iter(models))
         else:
-            raise ResultsError(f"several models {sorted(models)} and none is named 'tuned'", hint="choose one with --model")
+            raise ResultsError(f"several models {sorted(models)} and none is named 'tuned'",
+                               hint="choose one with --model")
     elif model not in models:
         raise ResultsError(f"model {model!r} not in results (have {sorted(models)})")
     if base is None:
@@ -328,18 +360,10 @@ def select_models(results: Mapping[str, Any], model: str | None = None, base: st
 
 
 def known_metric_names(results: Mapping[str, Any] | None = None) -> set[str]:
-    """Every metric tuneforge defines plus every metric the results mention: the names a gate may use."""
-    from tuneforge.eval.text_metrics import ITEM_METRICS
+    """Every metric in the registry plus every metric the results mention: the names a gate may use."""
+    from tuneforge.eval.registry import REGISTRY
 
-    names = set(ITEM_METRICS) | {
-        "exact_match", "accuracy", "macro_f1", "ece", "brier", "json_valid", "schema_conformance", "regex",
-        "contains", "not_contains", "pass@1", "pass@5", "pass@10", "refusal_rate",
-    }
-    try:
-        from tuneforge.eval.metrics import METRICS  # written by the evaluation core; may not exist yet
-    except ImportError:
-        METRICS = {}
-    names |= set(METRICS) | RAW_METRIC_NAMES
+    names = set(REGISTRY)
     if results:
         for entry in (results.get("models") or {}).values():
             if isinstance(entry, Mapping):
@@ -348,6 +372,13 @@ def known_metric_names(results: Mapping[str, Any] | None = None) -> set[str]:
                     names |= set(sl or {})
         names |= set(results.get("comparison") or {}) | set(results.get("metrics") or [])
     return names
+
+
+def _missing_hint(metric: str) -> str:
+    from tuneforge.eval.registry import resolve
+
+    info = resolve(metric)
+    return f"; it is produced by {info.how_to_produce()}" if info else ""
 
 
 def _number(v: Any) -> float | None:
@@ -378,13 +409,14 @@ def _lookup(results: Mapping[str, Any], model: str, metric: str, on: str | None)
     if on is None:
         summary = entry.get("summary") or {}
         if metric not in summary:
-            return None, f"metric {metric!r} missing from {model} summary"
+            return None, f"metric {metric!r} missing from {model} summary{_missing_hint(metric)}"
         return summary[metric], None
     slices = entry.get("slices") or {}
     if on not in slices:
-        return None, f"slice {on!r} missing from {model} results (slices: {sorted(slices) or 'none'})"
+        return None, (f"slice {on!r} missing from {model} results (slices: {sorted(slices) or 'none'})"
+                      f"{_missing_hint(metric)}")
     if metric not in (slices[on] or {}):
-        return None, f"metric {metric!r} missing from slice {on!r} of {model}"
+        return None, f"metric {metric!r} missing from slice {on!r} of {model}{_missing_hint(metric)}"
     return slices[on][metric], None
 
 
@@ -397,8 +429,13 @@ def _evaluate_one(results: Mapping[str, Any], g: Gate, model: str, base: str | N
         value, missing = _lookup(results, model, g.metric, g.on)
     else:
         comp = (results.get("comparison") or {}).get(g.metric) if g.on is None else None
+        if g.stat != "delta" and not (isinstance(comp, Mapping) and _number(comp.get(g.stat)) is not None):
+            hint = _missing_hint(g.metric) if g.metric not in (results.get("comparison") or {}) else ""
+            return GateOutcome(line, False, None, f"FAILED (missing): no paired interval for {g.metric!r} in the "
+                               f"results' comparison (a base model evaluated on the same items gives one){hint}",
+                               g)
         if isinstance(comp, Mapping) and "delta" in comp:
-            value, missing = comp["delta"], None
+            value, missing = comp[g.stat], None
             lo, hi = _number(comp.get("ci_low")), _number(comp.get("ci_high"))
             if lo is not None and hi is not None:
                 ci = f"; CI [{_fmt(lo, scale, True)}, {_fmt(hi, scale, True)}]"
@@ -429,7 +466,7 @@ def _evaluate_one(results: Mapping[str, Any], g: Gate, model: str, base: str | N
             "(list it under raw_metrics if it is not a fraction)", g,
         )
     ok = _compare(actual, g.op, g.threshold)
-    what = "delta" if g.delta_vs_base else g.metric
+    what = ("delta" if g.stat == "delta" else f"delta {g.stat}") if g.delta_vs_base else g.metric
     reason = f"{what} {_fmt(actual, scale, g.delta_vs_base)} {g.op} {_fmt(g.threshold, scale, g.delta_vs_base)}{ci}"
     return GateOutcome(line, ok, actual, ("passed: " if ok else "FAILED: ") + reason, g)
 

@@ -1,4 +1,10 @@
-"""LLM-as-judge through any OpenAI-compatible endpoint: rubric-based pointwise scores and pairwise verdicts.
+"""LLM-as-judge: rubric-based pointwise scores and pairwise verdicts from an OpenAI-compatible endpoint
+(`--judge-endpoint URL --judge-model NAME`) or a local model (`--judge-model ./folder`, any local model reference,
+run through the inference engine).
+
+The judge is checked before any answer is generated (`prepare_judges`: one tiny request to an endpoint, the
+reference of a local model resolved), so an unreachable judge costs seconds, not a whole generation pass. The judge
+sees what the model saw: the task's system prompt, the question, the reference (when there is one), the answer(s).
 
 - Pointwise: the judge reads the rubric, the question, the reference (when there is one) and one answer, and
   gives a score from 1 to 10 with a reason. `judge_score` in the results is the mean score divided by 10 (a
@@ -17,16 +23,15 @@ the means, never guessed.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 DEFAULT_RUBRIC = ("Judge how well the answer does what the question asks: correctness first (compared with the "
                   "reference answer when one is given), then completeness, then concision.")
-POINTWISE = ("{rubric}\n\n[Question]\n{question}\n\n{reference}[Answer]\n{answer}\n\n"
+POINTWISE = ("{rubric}\n\n{system}[Question]\n{question}\n\n{reference}[Answer]\n{answer}\n\n"
              "Rate the answer from 1 (useless) to 10 (perfect). Reply with one line 'Score: N' and one line "
              "'Reason: ...'.")
-PAIRWISE = ("{rubric}\n\n[Question]\n{question}\n\n{reference}[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
+PAIRWISE = ("{rubric}\n\n{system}[Question]\n{question}\n\n{reference}[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
             "Which answer is better? Reply with one line 'Verdict: A', 'Verdict: B' or 'Verdict: tie' and one "
             "line 'Reason: ...'.")
 PASS_SCORE = 6
@@ -85,18 +90,21 @@ def swap_consistent(first: str, second: str) -> bool:
 
 
 def cohen_kappa(x: list, y: list) -> float | None:
-    """Unweighted Cohen's kappa of two raters over the same items; None when there is nothing to compare."""
+    """Unweighted Cohen's kappa of two raters over the same items (the data layer's, shared with `tuneforge data
+    agreement`); None when there is nothing to compare, 1.0 where kappa is undefined because both raters gave one
+    and the same category to every item."""
+    import math
+
+    from tuneforge.data.labeling.agreement import cohen_kappa as kappa
+
     if len(x) != len(y):
         raise ValueError("kappa needs two equally long rating lists")
     if not x:
         return None
-    n = len(x)
-    observed = sum(a == b for a, b in zip(x, y)) / n
-    cx, cy = Counter(x), Counter(y)
-    expected = sum(cx[k] * cy[k] for k in set(cx) | set(cy)) / n**2
-    if expected == 1.0:
-        return 1.0 if observed == 1.0 else None
-    return (observed - expected) / (1 - expected)
+    value = kappa(list(x), list(y))
+    if math.isnan(value):  # chance agreement is total: only possible when every rating is the same category
+        return 1.0 if all(a == b for a, b in zip(x, y)) else None
+    return value
 
 
 def _rubric(text: str | None) -> str:
@@ -106,27 +114,97 @@ def _rubric(text: str | None) -> str:
 
 
 def _question(item: dict) -> str:
-    if item["messages"] is None:
+    if item.get("messages") is None:
         return item["prompt"]
     return "\n".join(m["content"] for m in item["messages"] if m["role"] != "system")
+
+
+def _system(item: dict) -> str:
+    """The task's system prompt as the judge must see it: the answers were written under it."""
+    system = "\n".join(m["content"] for m in item.get("messages") or [] if m["role"] == "system")
+    return f"[System prompt given to the model]\n{system}\n\n" if system else ""
 
 
 def _reference(item: dict) -> str:
     return f"[Reference answer]\n{item['reference']}\n\n" if item.get("reference") else ""
 
 
-def _ask_all(judge, prompts: list[str], concurrency: int) -> list[str]:
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        return list(pool.map(lambda p: judge.chat([{"role": "user", "content": p}], max_tokens=256), prompts))
+class EndpointJudge:
+    """A judge model on an OpenAI-compatible server."""
+
+    def __init__(self, client, concurrency: int):
+        self.client, self.concurrency, self.model = client, concurrency, client.model
+
+    def check(self) -> None:
+        self.client.chat([{"role": "user", "content": "Reply OK."}], max_tokens=1)
+
+    def ask(self, prompts: list[str]) -> list[str]:
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(lambda p: self.client.chat([{"role": "user", "content": p}], max_tokens=256),
+                                 prompts))
 
 
-def run_judges(opts, items: list[dict], sides: dict, api_key: str | None) -> dict:
-    """Judge the task items of every side; adds per-item `judge_score` scores and returns the `judge` section."""
+class LocalJudge:
+    """A local model as the judge, through the inference engine (loaded when first asked, after generation, so
+    only one model is in memory at a time)."""
+
+    def __init__(self, ref, batch_size: int):
+        self.ref, self.batch_size, self.model, self._engine = ref, batch_size, ref.source, None
+
+    def check(self) -> None:
+        from tuneforge.models.sources import resolve_model
+
+        resolve_model((self.ref.base if self.ref.adapter_path else self.ref).model_path)
+
+    def ask(self, prompts: list[str]) -> list[str]:
+        from tuneforge.models.inference import InferenceEngine
+
+        if self._engine is None:
+            self._engine = InferenceEngine.from_ref(self.ref)
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        return [c.text for c in self._engine.generate(messages, max_new_tokens=256, batch_size=self.batch_size,
+                                                      description=f"judging ({self.model})")]
+
+
+def prepare_judges(opts, api_key: str | None) -> list:
+    """The judges `opts` asks for, each checked now (before any generation): an endpoint answers one tiny request,
+    a local model reference resolves to a model on disk. Raises a TuneforgeError naming the judge otherwise."""
+    from tuneforge.errors import ConfigError, TuneforgeError
     from tuneforge.eval.endpoint import EndpointModel
 
-    models = opts.judge_models or ["judge"]
-    judges = [EndpointModel(opts.judge_endpoint, name, api_key, opts.concurrency, opts.timeout, opts.retries)
-              for name in models]
+    if opts.judge_endpoint:
+        from urllib.parse import urlparse
+
+        if urlparse(opts.judge_endpoint).scheme not in ("http", "https"):
+            raise ConfigError(f"--judge-endpoint {opts.judge_endpoint}: not an http(s) URL",
+                              hint="for a local model as the judge, pass --judge-model PATH without --judge-endpoint")
+        judges = [EndpointJudge(EndpointModel(opts.judge_endpoint, name, api_key, opts.concurrency, opts.timeout,
+                                              opts.retries), opts.concurrency)
+                  for name in opts.judge_models or ["judge"]]
+    else:
+        from tuneforge.models.ref import parse_model_ref
+
+        judges = []
+        for text in opts.judge_models:
+            ref = parse_model_ref(text, runs_dir=opts.runs_dir)
+            if not ref.is_local:
+                raise ConfigError(f"--judge-model {text}: a {ref.kind} reference is not a local model",
+                                  hint="give a local model (folder, run, catalog name), or --judge-endpoint URL for "
+                                       "a model on a server")
+            judges.append(LocalJudge(ref, opts.batch_size))
+    for judge in judges:
+        try:
+            judge.check()
+        except TuneforgeError as exc:
+            raise type(exc)(f"judge {judge.model} is not usable (checked before generating): {exc.message}",
+                            hint=exc.hint) from None
+    return judges
+
+
+def run_judges(opts, items: list[dict], sides: dict, judges: list) -> dict:
+    """Judge the task items of every side with `prepare_judges`' judges; adds per-item `judge_score` scores and
+    returns the `judge` section."""
+    models = [judge.model for judge in judges]
     rubric = _rubric(opts.judge_rubric)
     records = {name: {r["id"]: r for r in side["per_item"]} for name, side in sides.items()}
     items = [i for i in items if all(i["id"] in recs for recs in records.values())]
@@ -138,9 +216,10 @@ def run_judges(opts, items: list[dict], sides: dict, api_key: str | None) -> dic
         for judge in judges:
             per_side = {}
             for name in sides:
-                prompts = [POINTWISE.format(rubric=rubric, question=_question(i), reference=_reference(i),
-                                            answer=records[name][i["id"]]["prediction"]) for i in items]
-                replies = _ask_all(judge, prompts, opts.concurrency)
+                prompts = [POINTWISE.format(rubric=rubric, system=_system(i), question=_question(i),
+                                            reference=_reference(i), answer=records[name][i["id"]]["prediction"])
+                           for i in items]
+                replies = judge.ask(prompts)
                 per_side[name] = [parse_score(r) for r in replies]
                 if judge is judges[0]:
                     for item, reply, score in zip(items, replies, per_side[name]):
@@ -177,8 +256,9 @@ def run_judges(opts, items: list[dict], sides: dict, api_key: str | None) -> dic
         for i in items:
             base_answer, tuned_answer = (records[s][i["id"]]["prediction"] for s in ("base", "tuned"))
             for a, b in ((base_answer, tuned_answer), (tuned_answer, base_answer)):
-                ask.append(PAIRWISE.format(rubric=rubric, question=_question(i), reference=_reference(i), a=a, b=b))
-        replies = _ask_all(judge, ask, opts.concurrency)
+                ask.append(PAIRWISE.format(rubric=rubric, system=_system(i), question=_question(i),
+                                           reference=_reference(i), a=a, b=b))
+        replies = judge.ask(ask)
         verdicts = [parse_verdict(r) for r in replies]
         firsts, seconds = verdicts[0::2], verdicts[1::2]
         winners = [combine_swapped(f, s) for f, s in zip(firsts, seconds)]

@@ -41,7 +41,17 @@ __all__ = [
     "brier_score",
     "reliability_bins",
     "reliability_diagram_svg",
+    "label_distribution",
+    "collapse_check",
+    "selective_prediction",
 ]
+
+#: A label predicted for more than this share of the items is a collapse candidate ...
+COLLAPSE_SHARE = 0.8
+#: ... when it exceeds that label's share of the references by more than this (references skewed alike are fine).
+COLLAPSE_EXCESS = 0.2
+#: Confidence thresholds of the selective-prediction table.
+SELECTIVE_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 _PROB_SUM_TOL = 1e-4
 
@@ -287,3 +297,54 @@ def reliability_diagram_svg(bins: Sequence[ReliabilityBin], title: str = "Reliab
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------ distributions and collapse
+def label_distribution(values: Sequence[Label], labels: Sequence[Label]) -> dict[Label, int]:
+    """Count of each label (every label in `labels` present, zeros included), then any other value seen."""
+    counts = {label: 0 for label in labels}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def collapse_check(predictions: Sequence[Label], targets: Sequence[Label]) -> dict:
+    """Whether the model answers (nearly) one label whatever the item: the most predicted label's share of the
+    items, and that label's share of the references. `collapsed` when the first is above COLLAPSE_SHARE and beats
+    the second by more than COLLAPSE_EXCESS (a model predicting 'a' for 90% of items whose references are 85% 'a'
+    has not collapsed)."""
+    _check_pairs(predictions, targets)
+    counts = label_distribution(predictions, [])
+    top = max(counts, key=lambda label: (counts[label], -list(counts).index(label)))
+    share = counts[top] / len(predictions)
+    reference_share = sum(t == top for t in targets) / len(targets)
+    return {"label": top, "share": share, "reference_share": reference_share,
+            "collapsed": share > COLLAPSE_SHARE and share - reference_share > COLLAPSE_EXCESS}
+
+
+# ------------------------------------------------------------------------------------------- selective prediction
+def selective_prediction(probs: Sequence[ProbRow], targets: Sequence[Label], labels: Sequence[Label] | None = None,
+                         thresholds: Sequence[float] = SELECTIVE_THRESHOLDS) -> dict:
+    """Accuracy vs coverage when the model abstains below a top-label confidence threshold.
+
+    - `thresholds`: per threshold t, coverage = share of items with confidence >= t, accuracy over those items
+      (None when none is answered).
+    - `curve`: items by confidence, highest first (ties in input order); point k is (k/N, accuracy of the k most
+      confident). `auc` is the mean of those N accuracies, the area under the step accuracy-coverage curve: 1.0
+      when every answer is right, the plain accuracy when confidence carries no information (in expectation),
+      higher when the confident answers are the right ones.
+    """
+    _, p, y = _prob_matrix(probs, targets, labels)
+    confidence, correct = _top_label(p, y)
+    order = sorted(range(len(confidence)), key=lambda i: (-confidence[i], i))
+    hits = np.cumsum(correct[order])
+    counts = np.arange(1, len(order) + 1)
+    accuracies = hits / counts
+    table = []
+    for t in thresholds:
+        kept = confidence >= t
+        n = int(kept.sum())
+        table.append({"threshold": float(t), "coverage": n / len(confidence),
+                      "accuracy": float(correct[kept].mean()) if n else None, "answered": n})
+    return {"thresholds": table, "auc": float(accuracies.mean()),
+            "curve": [[float(c / len(order)), float(a)] for c, a in zip(counts, accuracies)]}

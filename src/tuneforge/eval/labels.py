@@ -1,10 +1,11 @@
 """Label tasks (sentiment, routing, multiple choice): the answer is one of a fixed set of labels.
 
-Local models are scored from label-token probabilities, not from generated text: for every label we compute
-log P(label tokens | prompt) - the prompt being exactly the generation prompt - and the prediction is the most
-probable label. This never fails to parse, and it yields the probabilities that calibration (ECE, Brier, the
-reliability diagram) needs. The sum over a label's tokens is a real sequence probability; it is renormalised over
-the label set (`logprobs_to_probs`), i.e. "which of these labels, given that the answer is one of them".
+Local models are scored from label-token probabilities (`InferenceEngine.label_logprobs`), not from generated
+text: for every label we compute log P(label tokens | prompt) - the prompt being exactly the generation prompt -
+and the prediction is the most probable label. This never fails to parse, and it yields the probabilities that
+calibration (ECE, Brier, the reliability diagram) needs. The sum over a label's tokens is a real sequence
+probability; it is renormalised over the label set (`logprobs_to_probs`), i.e. "which of these labels, given that
+the answer is one of them".
 
 Endpoints expose no such forced-continuation probabilities (see `eval.endpoint`), so their answer text is mapped
 to a label (`match_label`) and only accuracy, macro-F1 and the confusion matrix are reported; the results say so.
@@ -12,8 +13,6 @@ to a label (`match_label`) and only accuracy, macro-F1 and the confusion matrix 
 from __future__ import annotations
 
 import re
-
-import torch
 
 from tuneforge.eval import label_metrics as lm
 
@@ -41,42 +40,10 @@ def match_label(answer: str, labels: list[str]) -> str | None:
     return mentioned[0] if len(mentioned) == 1 else None
 
 
-def label_token_logprobs(model, tokenizer, prompts: list[list[int]], labels: list[str],
-                         batch_size: int = 16) -> list[dict[str, float]]:
-    """Per prompt: {label: summed log-probability of the label's tokens right after the prompt}."""
-    from tuneforge.eval.generation import _model_device, eval_mode
-
-    label_ids = {label: tokenizer(label, add_special_tokens=False)["input_ids"] for label in labels}
-    empty = [label for label, ids in label_ids.items() if not ids]
-    if empty:
-        raise ValueError(f"labels {empty} tokenise to nothing")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    jobs = [(i, label) for i in range(len(prompts)) for label in labels]
-    out: list[dict[str, float]] = [{} for _ in prompts]
-    device = _model_device(model)
-    with eval_mode(model), torch.no_grad():
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            seqs = [list(prompts[i]) + label_ids[label] for i, label in chunk]
-            width = max(map(len, seqs))
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):  # right padding: positions of real tokens start at 0 in every row
-                ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            for row, (i, label) in enumerate(chunk):
-                n_prompt, target = len(prompts[i]), label_ids[label]
-                # Logits at position p predict token p + 1, so the label's tokens are read one position earlier.
-                rows = logits[row, n_prompt - 1:n_prompt - 1 + len(target)]
-                logp = torch.log_softmax(rows, dim=-1)
-                out[i][label] = float(logp[torch.arange(len(target)), torch.tensor(target, device=logp.device)].sum())
-    return out
-
-
 def score_label_task(predictions: list[str | None], references: list[str], labels: list[str],
                      probs: list[dict[str, float]] | None, n_bins: int = 10) -> dict:
-    """Summary metrics plus the confusion matrix, per-class scores and (with probs) the reliability data."""
+    """Summary metrics plus the confusion matrix, per-class scores, the predicted vs reference label distribution,
+    the collapse check and (with probs) the reliability data and selective prediction (accuracy vs coverage)."""
     shown = [p if p is not None else NO_LABEL for p in predictions]
     order = list(labels) + ([NO_LABEL] if NO_LABEL in shown else [])
     confusion = lm.confusion_matrix(shown, references, order)
@@ -86,7 +53,10 @@ def score_label_task(predictions: list[str | None], references: list[str], label
                # and would drag the mean down for a reason accuracy already counts.
                "macro_f1": sum(per_class[label].f1 for label in labels) / len(labels)}
     report = {"labels": list(labels), "confusion": {"labels": confusion.labels, "matrix": confusion.matrix},
-              "per_class": {str(k): vars(v) for k, v in per_class.items()}}
+              "per_class": {str(k): vars(v) for k, v in per_class.items()},
+              "distribution": {"predicted": lm.label_distribution(shown, labels),
+                               "reference": lm.label_distribution(references, labels)},
+              "collapse": lm.collapse_check(shown, references)}
     if probs is None:
         report["calibration"] = None
         report["calibration_note"] = CALIBRATION_UNAVAILABLE
@@ -97,6 +67,7 @@ def score_label_task(predictions: list[str | None], references: list[str], label
         svg = lm.reliability_diagram_svg(bins)
         # Drop the XML prolog and DOCTYPE so the SVG can sit inline in an HTML page.
         report["calibration"] = {"bins": [vars(b) for b in bins], "svg": svg[svg.find("<svg"):]}
+        report["selective"] = lm.selective_prediction(probs, references, labels)
     report["summary"] = summary
     return report
 
@@ -106,3 +77,12 @@ def predict_from_logprobs(logprobs: list[dict[str, float]], labels: list[str]) -
     probs = [lm.logprobs_to_probs(row) for row in logprobs]
     predictions = [max(labels, key=lambda label, p=p: (p[label], -labels.index(label))) for p in probs]
     return predictions, probs
+
+
+def collapse_warning(name: str, report: dict) -> str | None:
+    """One line saying a model predicts nearly one label whatever the item, or None (see label_metrics)."""
+    collapse = report.get("collapse") or {}
+    if not collapse.get("collapsed"):
+        return None
+    return (f"label collapse: {name} predicts {collapse['label']!r} for {collapse['share']:.0%} of the items, while "
+            f"{collapse['reference_share']:.0%} of the references are {collapse['label']!r}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
 from typing import Any
 
 _WHITESPACE = re.compile(r"\s+")
@@ -63,6 +62,36 @@ def _values_equal(predicted: Any, expected: Any) -> bool:
     return predicted == expected
 
 
+def _reference_object(reference: str) -> dict:
+    try:
+        expected = json.loads(reference)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"json_fields needs a JSON object as the reference; parsing failed: {exc}") from exc
+    if not isinstance(expected, dict):
+        raise ValueError(f"json_fields needs a JSON object as the reference, got {type(expected).__name__}")
+    return expected
+
+
+def json_field_diff(prediction: str, reference: str) -> dict[str, list[str]] | None:
+    """The reference object's top-level keys split into correct / wrong / missing, plus the prediction's extra keys,
+    by the rules of `json_field_accuracy`; None when the prediction is not exactly one JSON object."""
+    expected = _reference_object(reference)
+    try:
+        predicted = json.loads(prediction.strip())
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(predicted, dict):
+        return None
+    diff: dict[str, list[str]] = {"correct": [], "wrong": [], "missing": [],
+                                  "extra": [key for key in predicted if key not in expected]}
+    for key, value in expected.items():
+        if key not in predicted:
+            diff["missing"].append(key)
+        else:
+            diff["correct" if _values_equal(predicted[key], value) else "wrong"].append(key)
+    return diff
+
+
 def json_field_accuracy(prediction: str, reference: str) -> float:
     """Share of the reference object's top-level keys whose values the prediction's object reproduces.
 
@@ -73,33 +102,8 @@ def json_field_accuracy(prediction: str, reference: str) -> float:
     - Strings compare after `normalize_text`; nested objects and arrays must match in full, by the same rules.
     - An empty reference object scores 1.0 for any predicted object (there is nothing to get wrong) and 0.0 otherwise.
     """
-    try:
-        expected = json.loads(reference)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"json_fields needs a JSON object as the reference; parsing failed: {exc}") from exc
-    if not isinstance(expected, dict):
-        raise ValueError(f"json_fields needs a JSON object as the reference, got {type(expected).__name__}")
-    try:
-        predicted = json.loads(prediction.strip())
-    except json.JSONDecodeError:
+    diff = json_field_diff(prediction, reference)
+    if diff is None:
         return 0.0
-    if not isinstance(predicted, dict):
-        return 0.0
-    if not expected:
-        return 1.0
-    correct = sum(1 for key, value in expected.items() if key in predicted and _values_equal(predicted[key], value))
-    return correct / len(expected)
-
-
-METRICS: dict[str, Callable[[str, str], float]] = {
-    "exact_match": exact_match,
-    "json_fields": json_field_accuracy,
-}
-
-
-def get_metric(name: str) -> Callable[[str, str], float]:
-    """The metric called `name`, with an error that lists the known ones."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+    total = len(diff["correct"]) + len(diff["wrong"]) + len(diff["missing"])
+    return len(diff["correct"]) / total if total else 1.0

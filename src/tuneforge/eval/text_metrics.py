@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import fmean
-from typing import Callable, Sequence
+from typing import Sequence
 
 Reference = str | Sequence[str]
 
@@ -48,8 +48,6 @@ __all__ = [
     "corpus_rouge",
     "corpus_bleu",
     "corpus_chrf",
-    "ITEM_METRICS",
-    "CORPUS_METRICS",
 ]
 
 
@@ -139,7 +137,8 @@ def token_f1(prediction: str, reference: Reference, norm: Normalization = SQUAD)
     return max(_f1_single(pred_tokens, normalize_text(r, norm).split()) for r in _refs(reference))
 
 
-def corpus_exact_match(predictions: Sequence[str], references: Sequence[Reference], norm: Normalization = SQUAD) -> float:
+def corpus_exact_match(predictions: Sequence[str], references: Sequence[Reference],
+                       norm: Normalization = SQUAD) -> float:
     _check_lengths(predictions, references)
     return fmean(exact_match(p, r, norm) for p, r in zip(predictions, references))
 
@@ -236,30 +235,3 @@ def _chrf(word_order: int):
     from sacrebleu.metrics import CHRF
 
     return CHRF(word_order=word_order)
-
-
-# ------------------------------------------------------------------------------------------------- registries
-ItemMetric = Callable[[str, Reference], float]
-CorpusMetric = Callable[[Sequence[str], Sequence[Reference]], float]
-
-#: Per-item scorers under their reporting names; the evaluator pairs these across models.
-ITEM_METRICS: dict[str, ItemMetric] = {
-    "exact_match_norm": exact_match,
-    "token_f1": token_f1,
-    "rouge1": rouge1,
-    "rouge2": rouge2,
-    "rougeL": rougeL,
-    "bleu": sentence_bleu,
-    "chrf": sentence_chrf,
-}
-
-#: Corpus scorers under the same names; for bleu/chrf these are the pooled numbers, not the item mean.
-CORPUS_METRICS: dict[str, CorpusMetric] = {
-    "exact_match_norm": corpus_exact_match,
-    "token_f1": corpus_token_f1,
-    "rouge1": lambda p, r: corpus_rouge(p, r)["rouge1"],
-    "rouge2": lambda p, r: corpus_rouge(p, r)["rouge2"],
-    "rougeL": lambda p, r: corpus_rouge(p, r)["rougeL"],
-    "bleu": corpus_bleu,
-    "chrf": corpus_chrf,
-}

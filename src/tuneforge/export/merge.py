@@ -6,29 +6,12 @@ generation config whose EOS is the end-of-turn token, so generation stops where 
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from tuneforge.atomic import atomic_dir, write_json_atomic
 from tuneforge.errors import RunError
-
-
-def _atomic_dir(final: Path):
-    """A temp folder next to `final`; `commit(tmp)` swaps it into place so readers never see half a folder."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-
-    def commit() -> Path:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
-
-    return tmp, commit
 
 
 def _generation_config(model, tokenizer):
@@ -44,26 +27,29 @@ def _generation_config(model, tokenizer):
 
 
 def save_adapter(peft_model, tokenizer, path: Path) -> Path:
-    tmp, commit = _atomic_dir(path)
-    peft_model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    return commit()
+    with atomic_dir(path) as tmp:
+        peft_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return path
 
 
 def save_merged(model, tokenizer, path: Path, lineage: dict | None = None) -> Path:
     """Save a plain (already merged) transformers model with tokenizer, chat template and generation config."""
-    tmp, commit = _atomic_dir(path)
     if getattr(model, "generation_config", None) is not None:  # reward models (score heads) do not generate
         model.generation_config = _generation_config(model, tokenizer)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if lineage:
-        (tmp / "tuneforge-lineage.json").write_text(json.dumps(lineage, indent=2, default=str) + "\n")
-    return commit()
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if lineage:
+            write_json_atomic(tmp / "tuneforge-lineage.json", lineage)
+    return path
+
+
+PROBE_TEXT = "Extract the contact as JSON.\n\nAda Byron works at Analytic Engines in London."
 
 
 @torch.no_grad()
-def probe_logits(model, tokenizer, text: str = "Extract the contact as JSON.\n\nAda Byron works at Analytic Engines in London.") -> torch.Tensor:
+def probe_logits(model, tokenizer, text: str = PROBE_TEXT) -> torch.Tensor:
     was_training = model.training
     model.eval()
     batch = tokenizer([text], return_tensors="pt")
@@ -71,17 +57,6 @@ def probe_logits(model, tokenizer, text: str = "Extract the contact as JSON.\n\n
     logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
     model.train(was_training)
     return logits
-
-
-def merge_adapter_folder(base_model, adapter_dir: Path, tokenizer, out_dir: Path, lineage: dict | None = None,
-                         merge=None) -> dict:
-    """Load an adapter onto `base_model`, check merged == adapter logits, and save the merged folder."""
-    from peft import PeftModel
-
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise RunError(f"{adapter_dir}: no adapter_config.json; this run has no PEFT adapter to merge")
-    peft_model = PeftModel.from_pretrained(base_model, str(adapter_dir))
-    return merge_and_save(peft_model, tokenizer, out_dir, lineage, merge=merge)
 
 
 def merge_and_save(peft_model, tokenizer, out_dir: Path, lineage: dict | None = None, tolerance: float = 1e-4,

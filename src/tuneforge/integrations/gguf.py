@@ -64,7 +64,8 @@ def load_gguf_dense(gguf_path: Path, dtype: str = "float32") -> tuple[Any, Any]:
 
 
 def has_gguf_quantizer_marker(model: Any) -> bool:
-    return getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None) is not None
+    return (getattr(model, "hf_quantizer", None) is not None
+            or getattr(model.config, "quantization_config", None) is not None)
 
 
 def drop_gguf_quantizer_marker(model: Any) -> Any:

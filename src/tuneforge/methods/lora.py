@@ -40,11 +40,13 @@ class LoraMethod(PeftMethod):
             names = attention_module_names(model)
             if not names:
                 raise ConfigError(
-                    f"method.lora.target=attention: no linear layer inside an attention block of {type(model).__name__}",
+                    "method.lora.target=attention: no linear layer inside an attention block of "
+                    f"{type(model).__name__}",
                     hint="name the modules explicitly with method.lora.target_modules",
                 )
             return names
-        check_module_names(model, options.target_modules, "method.lora.target_modules", "q_proj, k_proj, v_proj, o_proj")
+        check_module_names(model, options.target_modules, "method.lora.target_modules",
+                           "q_proj, k_proj, v_proj, o_proj")
         return list(options.target_modules)
 
     def peft_config(self, model):

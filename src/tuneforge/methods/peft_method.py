@@ -27,7 +27,8 @@ class PeftMethod(Method):
     def merged_model(self, model):
         if not self.can_merge:
             raise ConfigError(
-                f"method {self.name!r} cannot be merged into the base weights: it adds learned inputs, not weight deltas",
+                f"method {self.name!r} cannot be merged into the base weights: "
+                "it adds learned inputs, not weight deltas",
                 hint="set export.merged=false and serve the PEFT adapter on the base model",
             )
         # merge_and_unload folds the adaptation into the base weights and returns the plain transformers model;

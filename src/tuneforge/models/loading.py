@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import ModelSourceError
+from tuneforge.errors import ConfigError, ModelSourceError
 from tuneforge.models.sources import ResolvedModel, hub_error
 
 DTYPES = {
@@ -73,15 +73,51 @@ def load_model(resolved: ResolvedModel, dtype: str = "float32"):
 
 
 def context_window(config) -> int | None:
-    """The context length the model was trained for, or None when its config does not say."""
-    for candidate in (config, getattr(config, "text_config", None)):
+    """The context length the model was trained for, or None when its config does not say.
+
+    `config` is a transformers config object or the plain dict of a config.json.
+    """
+    def field(obj, key):
+        return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+    for candidate in (config, field(config, "text_config")):
         if candidate is None:
             continue
         for key in _CONTEXT_KEYS:
-            value = getattr(candidate, key, None)
+            value = field(candidate, key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
+
+
+CONTEXT_HINT = ("lower data.max_length to at most the window; if the model's RoPE scaling really extends its context "
+                "beyond its config (or you extend it on purpose), set data.allow_longer_than_context: true")
+
+
+def context_window_problem(data_cfg, model_config, model_name: str) -> str | None:
+    """Why data.max_length does not fit the model (None when it does, is allowed not to, or the window is unknown)."""
+    window = context_window(model_config)
+    if window is None or data_cfg.allow_longer_than_context or data_cfg.max_length <= window:
+        return None
+    return f"{data_cfg.max_length} exceeds the context window of {window} tokens of {model_name}"
+
+
+def check_context_window(data_cfg, model_config, model_name: str) -> None:
+    """Stop before training on examples longer than the positions the model was trained for."""
+    problem = context_window_problem(data_cfg, model_config, model_name)
+    if problem is not None:
+        raise ConfigError(f"data.max_length {problem}", hint=CONTEXT_HINT)
+
+
+def local_model_config(source: str) -> dict | None:
+    """config.json of a local model folder, read as JSON (no transformers import, no weights); None otherwise."""
+    import json
+
+    path = Path(source).expanduser() / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # loading the model will report it properly
 
 
 def _load_error(resolved: ResolvedModel, what: str, error: Exception) -> ModelSourceError:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneforge.eval.registry import METRIC_SETS
-
 
 def trainer_arguments(run_cfg, output_dir: Path, *, has_eval: bool, world_size: int = 1) -> dict:
     """transformers.TrainingArguments keywords every TRL config accepts, derived from the run config."""
@@ -46,14 +44,21 @@ def trainer_arguments(run_cfg, output_dir: Path, *, has_eval: bool, world_size: 
         eval_steps=training.eval_every_steps if has_eval else None,
         seed=training.seed,
         data_seed=training.seed,
-        report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # Read by the SFT trainer's token loss (TRL's label smoother path) and by Trainer.train (NEFTune's
+        # embedding hook); the config refuses both for objectives whose trainers compute their own loss.
+        label_smoothing_factor=training.label_smoothing,
+        neftune_noise_alpha=training.neftune_noise_alpha,
     )
     # Optimizer, gradient checkpointing and DDP/FSDP/DeepSpeed options: one mapping for every objective.
-    from tuneforge.train.launch import scale_out_arguments, world_size as launched_world_size
+    from tuneforge.integrations.tracking import trainer_reporting
+    from tuneforge.train.launch import scale_out_arguments
+    from tuneforge.train.launch import world_size as launched_world_size
 
     args.update(scale_out_arguments(training, world_size=max(world_size, launched_world_size())))
+    # output_dir is <run>/checkpoints: tracker runs take the tuneforge run's name.
+    args.update(trainer_reporting(training.report_to, run_cfg.output.name or Path(output_dir).parent.name))
     if training.early_stopping_patience and has_eval:
         # The trainer can only restore the best weights from a checkpoint written at an evaluation step.
         args.update(save_steps=training.eval_every_steps, load_best_model_at_end=True,
@@ -79,6 +84,11 @@ class Objective:
     data_format: str | None = None
     #: Whether the trainer's batches are token tensors the runner's padding/token counter can read.
     counts_tokens: bool = True
+    #: Methods this objective cannot train correctly, with the reason (checked when the config is read, so a
+    #: refused pair fails at `config validate` instead of mid-run). The method x objective matrix test holds it.
+    refused_methods: dict[str, str] = {}
+    #: The run directory, set by the runner before `prepare` (None outside a run, e.g. in tests).
+    run_dir: Path | None = None
 
     def __init__(self, config):
         self.config = config
@@ -107,23 +117,28 @@ class Objective:
         return {}
 
     def evaluate(self, model, tokenizer, prepared, run_cfg, label: str, console) -> dict:
-        """Validation loss on rendered rows, generation metrics on test items, and the objective's own metrics."""
-        from tuneforge.eval.compare import evaluate_items
-        from tuneforge.eval.loss import eval_loss
+        """Validation loss on rendered rows, the eval pipeline on test items, and the objective's own metrics.
 
-        out = {"loss": None, "generation": None, "metrics": {}}
+        The test items go through exactly what `tuneforge eval` runs (`tuneforge.eval.pipeline.evaluate_side`
+        with the inference engine around the model being trained), so a run's results are an eval's results.
+        """
+        from tuneforge.eval.loss import eval_loss
+        from tuneforge.eval.pipeline import evaluate_side
+        from tuneforge.models.inference import InferenceEngine
+
+        out = {"validation_loss": None, "side": None, "metrics": {}}
         if prepared.rendered.get("validation"):
-            out["loss"] = eval_loss(model, prepared.rendered["validation"], batch_size=run_cfg.training.batch_size)
-            console.print(f"[bold]{label}[/] validation loss {out['loss']['loss']:.4f} "
-                          f"(perplexity {out['loss']['perplexity']:.2f})")
+            loss = eval_loss(model, prepared.rendered["validation"], batch_size=run_cfg.training.batch_size)
+            out["validation_loss"] = {**loss, "split": "validation"}
+            console.print(f"[bold]{label}[/] validation loss {loss['loss']:.4f} (perplexity {loss['perplexity']:.2f})")
         if prepared.items:
-            gen = evaluate_items(model, tokenizer, prepared.items, metrics=METRIC_SETS[run_cfg.eval.metric],
-                                 max_new_tokens=run_cfg.eval.max_new_tokens, batch_size=run_cfg.eval.batch_size,
-                                 label=label)
-            out["generation"] = gen
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in gen["summary"].items())
+            side = evaluate_side(InferenceEngine(model, tokenizer, name=label), label, prepared.items,
+                                 metrics=eval_metrics(run_cfg, prepared.items),
+                                 max_new_tokens=run_cfg.eval.max_new_tokens, batch_size=run_cfg.eval.batch_size)
+            out["side"] = side
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in side["summary"].items())
             console.print(f"[bold]{label}[/] {shown} on {len(prepared.items)} test items "
-                          f"({gen['seconds']:.1f} s, {gen['items_per_second']:.2f} items/s)")
+                          f"({side['task_seconds']:.1f} s, {side['items_per_second']:.2f} items/s)")
         out["metrics"] = self.objective_metrics(model, tokenizer, prepared, run_cfg)
         if out["metrics"]:
             console.print(f"[bold]{label}[/] " + ", ".join(
@@ -131,25 +146,41 @@ class Objective:
         return out
 
     def results(self, run_cfg, prepared, base: dict | None, tuned: dict) -> dict | None:
-        """The eval/results.json document; `base` is None when eval.compare_base is off."""
-        from tuneforge.eval.compare import build_results, compare_results
+        """The eval/results.json document, in the eval pipeline's layout; `base` is None without compare_base."""
+        from tuneforge.eval import registry
+        from tuneforge.eval.pipeline import assemble_results, compare_sides
 
-        results = None
-        if base and base["generation"] and tuned["generation"]:
-            metrics = METRIC_SETS[run_cfg.eval.metric]
-            comparison = compare_results(base["generation"], tuned["generation"], metrics=metrics,
-                                         n_resamples=run_cfg.eval.bootstrap_samples, seed=run_cfg.training.seed)
-            results = build_results(base["generation"], tuned["generation"], prepared.items, metrics=metrics,
-                                    comparison=comparison, base_eval_loss=base["loss"], tuned_eval_loss=tuned["loss"])
-        elif tuned["generation"] or tuned["loss"] or tuned["metrics"]:
-            results = {"models": {"tuned": {"summary": (tuned["generation"] or {}).get("summary", {}),
-                                            "eval_loss": tuned["loss"]}}}
-            if base and (base["loss"] or base["metrics"]):
-                results["models"]["base"] = {"summary": (base["generation"] or {}).get("summary", {}),
-                                             "eval_loss": base["loss"]}
-        if results is not None:
-            for label, outcome in (("base", base), ("tuned", tuned)):
-                if outcome and outcome["metrics"] and label in results["models"]:
-                    results["models"][label]["objective_metrics"] = outcome["metrics"]
-            results["objective"] = self.name
-        return results
+        sides = {}
+        for label, outcome in (("tuned", tuned), ("base", base)):
+            if outcome is None or not (outcome["side"] or outcome["validation_loss"] or outcome["metrics"]):
+                continue
+            side = outcome["side"] or {"source": label, "summary": {}, "slices": {}, "per_item": [],
+                                       "label_report": None, "notes": []}
+            loss = outcome["validation_loss"]
+            if loss:
+                side["validation_loss"] = loss
+                side["summary"].update(validation_loss=loss["loss"], validation_perplexity=loss["perplexity"])
+            if outcome["metrics"]:
+                side["objective_metrics"] = outcome["metrics"]
+                side["summary"].update({k: v for k, v in outcome["metrics"].items() if k in registry.REGISTRY})
+            sides[label] = side
+        if "tuned" not in sides:
+            return None
+        metrics = eval_metrics(run_cfg, prepared.items) if prepared.items else []
+        comparison = {}
+        if "base" in sides and prepared.items:
+            comparison = compare_sides(sides["base"], sides["tuned"], metrics, seed=run_cfg.training.seed,
+                                       n_resamples=run_cfg.eval.bootstrap_samples, items=prepared.items)
+        sources = {"tuned": "the trained model", "base": run_cfg.model.source if "base" in sides else None,
+                   "data": run_cfg.data.test}
+        return assemble_results(Path(run_cfg.data.test).stem if run_cfg.data.test else self.name, metrics,
+                                prepared.items, sides, comparison, [], sources, objective=self.name)
+
+
+def eval_metrics(run_cfg, items: list[dict]) -> list[str]:
+    """The metrics a run scores its test items with: `eval.metrics`, else chosen from the references' shape."""
+    from tuneforge.eval import registry
+
+    if run_cfg.eval.metrics:
+        return registry.expand(run_cfg.eval.metrics)
+    return registry.default_metrics([item["reference"] for item in items])

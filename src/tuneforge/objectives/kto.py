@@ -16,7 +16,8 @@ class KTOObjective(PreferenceObjective):
     data_format = "kto"
 
     def prepare(self, run_cfg, tokenizer):
-        from tuneforge.data.render_preference import prompt_ids, reference_of, to_trl_rows, tokenize_completion
+        from tuneforge.data.render_preference import reference_of, to_trl_rows, tokenize_completion
+        from tuneforge.eval.tasks import make_item
         from tuneforge.train.data_prep import PreparedData, load_splits
 
         splits = load_splits(run_cfg.data, self.data_format)
@@ -47,9 +48,8 @@ class KTOObjective(PreferenceObjective):
             for i, row in enumerate(test.rows):
                 if not row["label"] or (run_cfg.eval.max_items and len(items) >= run_cfg.eval.max_items):
                     continue
-                ids = prompt_ids(tokenizer, trl_rows["test"][i]["prompt"])
-                items.append({"id": str((row.get("meta") or {}).get("id", test.where(i))), "prompt_ids": ids,
-                              "reference": reference_of(row), "prompt_text": tokenizer.decode(ids)})
+                items.append(make_item((row.get("meta") or {}).get("id", test.where(i)), test.where(i),
+                                       trl_rows["test"][i]["prompt"], reference_of(row)))
         return PreparedData(splits=splits, rendered=rendered, stats=stats, template=None, items=items,
                             train_dataset=trl_rows["train"], eval_dataset=trl_rows.get("validation"))
 

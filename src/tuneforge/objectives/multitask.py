@@ -28,14 +28,15 @@ class MultitaskObjective(SFTObjective):
         return tasks
 
     def prepare(self, run_cfg, tokenizer):
-        from tuneforge.data.mix import MixSource, mix_datasets
         from tuneforge.data.formats import load_dataset_file
+        from tuneforge.data.mix import MixSource, mix_datasets
         from tuneforge.train.data_prep import PreparedData, prepare_data
 
         data_cfg = run_cfg.data
         per_task, splits = {}, {}
         for task in self._tasks(data_cfg):
-            task_splits = {s: load_dataset_file(task[s], data_cfg.format) for s in ("train", "validation", "test") if task[s]}
+            task_splits = {s: load_dataset_file(task[s], data_cfg.format)
+                           for s in ("train", "validation", "test") if task[s]}
             for loaded in task_splits.values():
                 for row in loaded.rows:
                     row["meta"] = {**(row.get("meta") or {}), "task": task["name"]}
@@ -61,7 +62,8 @@ class MultitaskObjective(SFTObjective):
         items = []
         for name, p in per_task.items():
             for item in p.items:
-                items.append({**item, "id": f"{name}/{item['id']}", "task": name})
+                # The task is the item's slice: the eval pipeline then reports every metric per task.
+                items.append({**item, "id": f"{name}/{item['id']}", "slice": name})
         tokens = sum(len(r["input_ids"]) for r in train)
         trained = sum(sum(r["assistant_masks"]) for r in train)
         stats = {"train": {"examples": len(train), "tokens": tokens, "trained_tokens": trained,
@@ -72,33 +74,18 @@ class MultitaskObjective(SFTObjective):
                             extra={"tasks": per_task})
 
     def evaluate(self, model, tokenizer, prepared, run_cfg, label, console):
+        """The shared evaluation (metrics per task come as slices), plus each task's own validation loss."""
         from tuneforge.eval.loss import eval_loss
-        from tuneforge.objectives.base import METRIC_SETS
 
         out = super().evaluate(model, tokenizer, prepared, run_cfg, label, console)
-        slices = {}
-        per_item = {r["id"]: r for r in (out["generation"] or {}).get("per_item", [])}
+        side = out["side"]
         for name, task in prepared.extra["tasks"].items():
-            entry = {}
-            if task.rendered.get("validation"):
-                entry["eval_loss"] = eval_loss(model, task.rendered["validation"],
-                                               batch_size=run_cfg.training.batch_size, progress=False)
-            records = [per_item[i["id"]] for i in prepared.items if i["task"] == name and i["id"] in per_item]
-            if records:
-                entry["n_items"] = len(records)
-                entry["summary"] = {m: sum(r["scores"][m] for r in records) / len(records)
-                                    for m in METRIC_SETS[run_cfg.eval.metric]}
-            slices[name] = entry
-            shown = [f"eval loss {entry['eval_loss']['loss']:.4f}"] if "eval_loss" in entry else []
-            shown += [f"{k} {v:.3f}" for k, v in entry.get("summary", {}).items()]
-            console.print(f"[bold]{label}[/] task {name}: " + (", ".join(shown) or "no validation/test data"))
-        out["slices"] = slices
+            if not task.rendered.get("validation"):
+                continue
+            loss = eval_loss(model, task.rendered["validation"], batch_size=run_cfg.training.batch_size,
+                             progress=False)
+            if side is not None:
+                side["slices"].setdefault(name, {}).update(validation_loss=loss["loss"],
+                                                           validation_perplexity=loss["perplexity"])
+            console.print(f"[bold]{label}[/] task {name}: validation loss {loss['loss']:.4f}")
         return out
-
-    def results(self, run_cfg, prepared, base, tuned):
-        results = super().results(run_cfg, prepared, base, tuned)
-        if results is not None:
-            for label, outcome in (("base", base), ("tuned", tuned)):
-                if outcome and label in results["models"]:
-                    results["models"][label]["slices"] = outcome.get("slices", {})
-        return results

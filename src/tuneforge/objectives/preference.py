@@ -22,35 +22,18 @@ from tuneforge.objectives.base import Objective, trainer_arguments, with_early_s
 
 def sequence_logps(model, rows: list[dict], batch_size: int = 8) -> list[float]:
     """Summed log-prob of the masked tokens of each {"input_ids", "assistant_masks"} row (no grad, eval mode)."""
-    import torch
+    from tuneforge.models.inference import masked_token_logps
 
-    from tuneforge.eval.generation import eval_mode
-
-    device = next(model.parameters()).device
-    out: list[float] = []
-    with eval_mode(model), torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start:start + batch_size]
-            width = max(len(r["input_ids"]) for r in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            mask = torch.zeros_like(ids, dtype=torch.bool)
-            for i, r in enumerate(batch):
-                n = len(r["input_ids"])
-                ids[i, :n] = torch.tensor(r["input_ids"])
-                attn[i, :n] = 1
-                mask[i, :n] = torch.tensor(r["assistant_masks"], dtype=torch.bool)
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
-            logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
-            out.extend((logps * mask[:, 1:].to(device)).sum(dim=1).tolist())
-    return out
+    scored = masked_token_logps(model, [(r["input_ids"], r["assistant_masks"]) for r in rows], batch_size)
+    return [logp for logp, _ in scored]
 
 
 class PreferenceObjective(Objective):
     data_format = "preference"
 
     def prepare(self, run_cfg, tokenizer):
-        from tuneforge.data.render_preference import prompt_ids, reference_of, to_trl_rows, tokenize_completion
+        from tuneforge.data.render_preference import reference_of, to_trl_rows, tokenize_completion
+        from tuneforge.eval.tasks import make_item
         from tuneforge.train.data_prep import PreparedData, load_splits
 
         splits = load_splits(run_cfg.data, self.data_format)
@@ -74,10 +57,9 @@ class PreferenceObjective(Objective):
         if "test" in splits:
             test = splits["test"]
             count = len(test.rows) if run_cfg.eval.max_items is None else min(run_cfg.eval.max_items, len(test.rows))
-            for i, row in enumerate(test.rows[:count]):
-                ids = prompt_ids(tokenizer, trl_rows["test"][i]["prompt"])
-                items.append({"id": str((row.get("meta") or {}).get("id", test.where(i))), "prompt_ids": ids,
-                              "reference": reference_of(row), "prompt_text": tokenizer.decode(ids)})
+            items = [make_item((row.get("meta") or {}).get("id", test.where(i)), test.where(i),
+                               trl_rows["test"][i]["prompt"], reference_of(row))
+                     for i, row in enumerate(test.rows[:count])]
         return PreparedData(splits=splits, rendered=rendered, stats=stats, template=None, items=items,
                             train_dataset=trl_rows["train"], eval_dataset=trl_rows.get("validation"),
                             extra={"pairs": pairs})
@@ -133,6 +115,11 @@ class ORPOObjective(PreferenceObjective):
 
     name = "orpo"
     counts_tokens = False  # its batches hold chosen_/rejected_input_ids, not the input_ids the counter reads
+    # TRL 1.16's ORPOTrainer pairs the model's logits with the labels position by position; prompt tuning returns
+    # n_virtual more logit positions than input tokens, so training stops with "Expected input batch_size (230) to
+    # match target batch_size (198)" (the method x objective matrix test shows it).
+    refused_methods = {"prompt": "TRL's ORPO trainer does not skip prompt tuning's virtual-token logits, so its "
+                                 "loss would pair logits and labels at the wrong positions; use lora, or dpo"}
 
     def build_trainer(self, run_cfg, model, tokenizer, prepared, output_dir, callbacks):
         import os

@@ -45,7 +45,7 @@ def as_reward_model(causal_lm):
 def score_pairs(model, pairs: list[tuple[list[int], list[int]]], batch_size: int = 8) -> list[tuple[float, float]]:
     import torch
 
-    from tuneforge.eval.generation import eval_mode
+    from tuneforge.models.inference import eval_mode
 
     device = next(model.parameters()).device
     flat = [ids for pair in pairs for ids in pair]

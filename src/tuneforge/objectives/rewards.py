@@ -6,7 +6,6 @@ TRL calls each with `prompts`, `completions` and every extra dataset column as k
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from tuneforge.errors import ConfigError
@@ -18,40 +17,42 @@ def _text(completion) -> str:
     return str(completion)
 
 
-def json_valid(prompts, completions, **kwargs) -> list[float]:
-    """1.0 when the completion is exactly one JSON object (surrounding whitespace allowed), else 0.0."""
-    out = []
-    for completion in completions:
-        try:
-            out.append(1.0 if isinstance(json.loads(_text(completion).strip()), dict) else 0.0)
-        except ValueError:
-            out.append(0.0)
-    return out
-
-
-def json_fields(prompts, completions, reference=None, **kwargs) -> list[float]:
-    """Per-field accuracy of a JSON answer against the row's reference (tuneforge.eval's json_fields metric)."""
-    from tuneforge.eval.metrics import get_metric
-
-    if reference is None:
-        raise ConfigError("objective.rl.reward: json_fields needs rows with a reference answer",
-                          hint="use chat / prompt_completion / preference data, or the json_valid reward")
-    scorer = get_metric("json_fields")
-    return [float(scorer(_text(c), ref)) for c, ref in zip(completions, reference)]
-
-
 def length_penalty(prompts, completions, **kwargs) -> list[float]:
     """-characters / 100: a shaping term that favours short answers."""
     return [-len(_text(c)) / 100.0 for c in completions]
 
 
-SHIPPED = {"json_valid": json_valid, "json_fields": json_fields, "length_penalty": length_penalty}
+#: Reward shaping terms that are not evaluation metrics (every item metric of the registry is a reward too).
+SHAPING = {"length_penalty": length_penalty}
+
+
+def metric_reward(name: str):
+    """An item metric of the registry as a TRL reward function: score(completion, the row's reference)."""
+    from tuneforge.eval import registry
+
+    scorer = registry.item_scorer(name)
+    needs_reference = registry.get(name).needs_reference
+
+    def reward(prompts, completions, reference=None, **kwargs) -> list[float]:
+        if reference is None and not needs_reference:
+            reference = [""] * len(completions)
+        if reference is None:
+            raise ConfigError(f"objective.rl.reward: {name} scores against a reference answer, and these rows "
+                              "have none", hint="use chat / prompt_completion / preference data, or json_valid")
+        return [float(scorer(_text(c), ref or "")) for c, ref in zip(completions, reference)]
+
+    reward.__name__ = name  # TRL logs each reward under its function's name
+    return reward
 
 
 def resolve_reward(spec: str):
-    """A shipped name, `module:function`, or a reward-model folder (returned as a path string for TRL to load)."""
-    if spec in SHIPPED:
-        return SHIPPED[spec]
+    """A registry item metric, a shaping term, `module:function`, or a reward-model folder (a path string)."""
+    from tuneforge.eval import registry
+
+    if spec in SHAPING:
+        return SHAPING[spec]
+    if spec in registry.REGISTRY and registry.get(spec).kind == "item":
+        return metric_reward(spec)
     if Path(spec).is_dir():
         if not (Path(spec) / "config.json").is_file():
             raise ConfigError(f"objective.rl.reward: {spec} is a folder without config.json",
@@ -67,5 +68,7 @@ def resolve_reward(spec: str):
         if not callable(func):
             raise ConfigError(f"objective.rl.reward: {spec!r} is not callable")
         return func
+    item_metrics = sorted(n for n, m in registry.REGISTRY.items() if m.kind == "item")
     raise ConfigError(f"objective.rl.reward: unknown reward {spec!r}",
-                      hint=f"use one of {', '.join(SHIPPED)}, `module:function` or a reward-model folder")
+                      hint=f"use an item metric ({', '.join(item_metrics)}), {', '.join(SHAPING)}, "
+                           "`module:function` or a reward-model folder")

@@ -53,9 +53,11 @@ class RLObjective(Objective):
         from tuneforge.objectives.rewards import resolve_reward
 
         if self.config.rl.algorithm == "grpo":
-            from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+            from trl import GRPOConfig as Config
+            from trl import GRPOTrainer as Trainer
         else:
-            from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+            from trl import RLOOConfig as Config
+            from trl import RLOOTrainer as Trainer
         rewards = [resolve_reward(spec) for spec in self.config.rl.reward]
         return Trainer(model=model, reward_funcs=rewards, args=Config(**self.training_arguments(run_cfg, output_dir)),
                        train_dataset=Dataset.from_list(prepared.train_dataset), processing_class=tokenizer,

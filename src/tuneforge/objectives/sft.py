@@ -22,7 +22,9 @@ class SFTObjective(Objective):
             max_length=run_cfg.data.max_length,
             packing=training.batching == "packed",
             padding_free=training.batching == "packed",
-            train_sampling_strategy="group_by_length" if training.batching == "length_grouped" else "random",
+            # A curriculum has put the rows in order already (tuneforge.train.curriculum): read them as they are.
+            train_sampling_strategy=("sequential" if run_cfg.data.order == "curriculum"
+                                     else "group_by_length" if training.batching == "length_grouped" else "random"),
             remove_unused_columns=True,
         )
         return args
@@ -36,13 +38,16 @@ class SFTObjective(Objective):
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
+        from tuneforge.train.trl_trained_positions import TrainedPositionsSFTTrainer
+
         train_rows, eval_rows = prepared.rendered["train"], prepared.rendered.get("validation") or []
         has_eval = bool(eval_rows)
         args = SFTConfig(**self.training_arguments(run_cfg, output_dir, has_eval=has_eval))
         columns = ("input_ids", "assistant_masks")
         train_ds = Dataset.from_list([{k: r[k] for k in columns} for r in train_rows])
         eval_ds = Dataset.from_list([{k: r[k] for k in columns} for r in eval_rows]) if has_eval else None
-        return SFTTrainer(
+        trainer_class = TrainedPositionsSFTTrainer if run_cfg.training.loss_at_trained_positions else SFTTrainer
+        return trainer_class(
             model=model,
             args=args,
             train_dataset=train_ds,

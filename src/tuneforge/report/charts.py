@@ -212,3 +212,89 @@ def comparison_chart(bars: Sequence[MetricBars], *, title: str, width: int = 720
     body.extend(_legend([("base", colors["base"]), ("tuned (whisker: base + delta CI)", colors["tuned"])],
                         frame.left + 8, 36))
     return _svg(width, height, title, body)
+
+
+def histogram_chart(edges: Sequence[float], counts: Sequence[int], *, title: str, x_label: str,
+                    markers: Sequence[tuple[float, str]] = (), width: int = 720, height: int = 260) -> str:
+    """Bars over bins [edges[k], edges[k+1]) and vertical marker lines on ONE numeric x axis.
+
+    The axis spans 0 to the larger of the last edge and every marker, so a bar and a marker at the same value
+    sit at the same x: rows shorter than a limit are drawn left of it, however far away the limit is.
+    """
+    if not counts or len(edges) != len(counts) + 1:
+        return _svg(width, 80, title, [f'<text x="{width / 2:.0f}" y="50" text-anchor="middle" {_FONT}>no data</text>'])
+    x_max = max([float(edges[-1])] + [float(value) for value, _ in markers])
+    frame = _Frame(width, height, nice_ticks(0.0, x_max or 1.0, 8), nice_ticks(0.0, max(max(counts), 1), 4),
+                   margin=(36, 16, 36, 56))
+    body = frame.axes()
+    base = frame.py(0.0)
+    for low, high, count in zip(edges, edges[1:], counts):
+        left, right, top = frame.px(low), frame.px(high), frame.py(count)
+        # A 1-unit gap separates wide bars; narrow ones (a far-away marker compresses them) stay solid.
+        gap = 1.0 if right - left > 3 else 0.0
+        body.append(f'<rect x="{left:.2f}" y="{top:.1f}" width="{right - left - gap:.2f}" '
+                    f'height="{base - top:.1f}" fill="{PALETTE[0]}"><title>{low:g}-{high:g}: {count}</title></rect>')
+    for k, (value, label) in enumerate(markers):
+        x = frame.px(value)
+        color = PALETTE[4] if k % 2 == 0 else PALETTE[3]
+        # Labels of markers in the right half go left of their line so they stay inside the chart.
+        anchor, dx = ("end", -4) if x > (frame.left + width - frame.right) / 2 else ("start", 4)
+        body.append(f'<line x1="{x:.2f}" y1="{frame.top}" x2="{x:.2f}" y2="{base:.1f}" stroke="{color}" '
+                    f'stroke-width="2" stroke-dasharray="4 2"><title>{escape(label)}</title></line>'
+                    f'<text x="{x + dx:.1f}" y="{frame.top + 12 + 14 * k}" text-anchor="{anchor}" fill="{color}" '
+                    f"{_FONT}>{escape(label)}</text>")
+    body.append(f'<text x="{(frame.left + width - frame.right) / 2:.0f}" y="{height - 4}" text-anchor="middle" '
+                f"{_FONT}>{escape(x_label)}</text>")
+    return _svg(width, height, title, body)
+
+
+@dataclass
+class IntervalSeries:
+    """One series' value per group with its interval: `values[k] = (mean, ci_low, ci_high)`; None where the group
+    was not measured, and a None bound where there is no interval (a plain bar)."""
+
+    name: str
+    values: list[tuple[float, float | None, float | None] | None]
+    color: str = PALETTE[0]
+
+
+def interval_chart(groups: Sequence[str], series: Sequence[IntervalSeries], *, title: str, width: int = 720,
+                   height: int = 280) -> str:
+    """Bars per group (one per series, side by side), each with a whisker over its own interval when it has one.
+
+    For per-cohort means: unlike `comparison_chart`, the whisker is the interval of the bar's own value, so two
+    cohorts whose whiskers overlap are not shown to differ.
+    """
+    if not groups or not series:
+        return _svg(width, 80, title, [f'<text x="{width / 2:.0f}" y="50" text-anchor="middle" {_FONT}>no data</text>'])
+    values = [v for s in series for triple in s.values if triple for v in triple if v is not None and math.isfinite(v)]
+    bounded = all(0 <= v <= 1 for v in values)
+    frame = _Frame(width, height, [0.0, float(len(groups))],
+                   nice_ticks(0.0, 1.0, 5) if bounded else nice_ticks(min(values + [0.0]), max(values + [0.0]), 5))
+    body = frame.axes(x_labels=False)
+    slot = (width - frame.left - frame.right) / len(groups)
+    bar_width = min(48.0, slot * 0.7 / len(series))
+    zero = frame.py(max(frame.y0, 0.0))
+    for index, group in enumerate(groups):
+        center = frame.left + slot * (index + 0.5)
+        left = center - bar_width * len(series) / 2
+        for k, s in enumerate(series):
+            if s.values[index] is None or not math.isfinite(s.values[index][0]):
+                continue
+            mean, low, high = s.values[index]
+            x, top = left + k * bar_width, frame.py(mean)
+            mid = x + bar_width / 2
+            shown = f"{mean:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
+            body.append(f'<rect x="{x + 1:.1f}" y="{min(top, zero):.1f}" width="{bar_width - 2:.1f}" '
+                        f'height="{abs(zero - top):.1f}" fill="{s.color}"><title>{escape(group)} {escape(s.name)}: '
+                        f"{shown}</title></rect>")
+            if low is not None and high is not None:
+                y_low, y_high = frame.py(low), frame.py(high)
+                body.append(f'<g stroke="#111827" stroke-width="1.5"><line x1="{mid:.1f}" y1="{y_low:.1f}" '
+                            f'x2="{mid:.1f}" y2="{y_high:.1f}"/><line x1="{mid - 4:.1f}" y1="{y_low:.1f}" '
+                            f'x2="{mid + 4:.1f}" y2="{y_low:.1f}"/><line x1="{mid - 4:.1f}" y1="{y_high:.1f}" '
+                            f'x2="{mid + 4:.1f}" y2="{y_high:.1f}"/></g>')
+        body.append(f'<text x="{center:.1f}" y="{height - frame.bottom + 16}" text-anchor="middle" {_FONT}>'
+                    f"{escape(group)}</text>")
+    body.extend(_legend([(s.name, s.color) for s in series], frame.left + 8, 36))
+    return _svg(width, height, title, body)

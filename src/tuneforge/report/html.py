@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -180,23 +181,41 @@ def _evaluation_section(results: Any) -> str:
     if bars:
         parts.append(comparison_chart(bars, title="Base vs tuned per metric"))
 
-    model_rows = []
+    model_rows, splits = [], {}
     for label in ("base", "tuned"):
         entry = models.get(label)
         if not isinstance(entry, dict):
-            model_rows.append([label, "not evaluated", "", "", ""])
+            model_rows.append([label, "not evaluated", "", "", "", "", ""])
             continue
-        loss = entry.get("eval_loss")
+        validation, answers = entry.get("validation_loss"), entry.get("eval_loss")
+        splits.update({"validation": (validation or {}).get("split"), "answers": (answers or {}).get("split")}
+                      if isinstance(validation, dict) or isinstance(answers, dict) else {})
         model_rows.append([
             label,
-            fmt(loss.get("loss")) if isinstance(loss, dict) else "n/a",
-            fmt(loss.get("perplexity"), 2) if isinstance(loss, dict) else "n/a",
-            fmt(entry.get("seconds"), 1),
+            fmt(validation.get("loss")) if isinstance(validation, dict) else "n/a",
+            fmt(validation.get("perplexity"), 2) if isinstance(validation, dict) else "n/a",
+            fmt(answers.get("loss")) if isinstance(answers, dict) else "n/a",
+            fmt(answers.get("perplexity"), 2) if isinstance(answers, dict) else "n/a",
+            fmt(entry.get("task_seconds", entry.get("seconds")), 1),
             fmt(entry.get("items_per_second"), 2),
         ])
-    parts.append("<h3>Models</h3>" + table(["model", "eval loss", "perplexity", "generation s", "items/s"],
-                                             model_rows, numeric={1, 2, 3, 4}))
-    parts.append(items_diff(results.get("items") or [], headline))
+    # Two losses, on two different sets: the validation split's trained tokens (training's eval loss) and the
+    # reference answers of the evaluated test items (the `eval_loss`/`perplexity` metrics).
+    validation_on = splits.get("validation") or "validation"
+    answers_on = splits.get("answers") or "evaluated items"
+    parts.append("<h3>Models</h3>" + table(
+        ["model", f"eval loss on the {validation_on} split (trained tokens)", "its perplexity",
+         f"eval loss on the {answers_on} (reference answers)", "its perplexity", "generation s", "items/s"],
+        model_rows, numeric={1, 2, 3, 4, 5, 6}))
+    parts.append('<p class="muted">Two different losses: the first is training\'s eval loss on the held-out '
+                 'validation split; the second is the teacher-forced loss of the test items\' reference answers '
+                 '(the eval_loss metric).</p>')
+    for label in ("base", "tuned"):
+        entry = models.get(label)
+        if isinstance(entry, dict) and isinstance(entry.get("label_report"), dict):
+            parts.append(label_report_html(label, entry["label_report"]))
+    parts.append(items_diff(_task_rows(results.get("items") or []), headline))
+    parts.append(failures_html(results.get("items") or [], headline, metrics))
     return section("Evaluation: base vs tuned", "".join(parts), "evaluation")
 
 
@@ -223,7 +242,7 @@ def items_diff(items: list, metric: str | None) -> str:
         for gain, item_id, item in chosen:
             rows.append([
                 escape(item_id),
-                f"<pre>{escape(str(item.get('prompt_text') or ''))}</pre>",
+                f"<pre>{escape(readable_prompt(item.get('prompt_text')))}</pre>",
                 f"<pre>{escape(str(item.get('reference', '')))}</pre>",
                 f"<pre>{escape(str(item['base'].get('prediction', '')))}</pre>",
                 f"<pre>{escape(str(item['tuned'].get('prediction', '')))}</pre>",
@@ -231,6 +250,155 @@ def items_diff(items: list, metric: str | None) -> str:
             ])
         out.append(table(["id", "prompt", "reference", "base", "tuned", "gain"], rows, numeric={5}))
     return "".join(out)
+
+
+def label_report_html(name: str, report: dict) -> str:
+    """A model's label-task block: collapse warning, confusion matrix, predicted vs reference distribution,
+    calibration and selective prediction (accuracy vs coverage)."""
+    parts = []
+    from tuneforge.eval.labels import collapse_warning
+
+    warning = collapse_warning(name, report)
+    if warning:
+        parts.append(f'<p class="note bad"><strong>warning:</strong> {escape(warning)}</p>')
+    labels = report["confusion"]["labels"]
+    rows = [[escape(str(labels[i]))] + [str(v) for v in row] for i, row in enumerate(report["confusion"]["matrix"])]
+    parts.append(f"<h3>{escape(name)}: confusion matrix (rows: reference, columns: predicted)</h3>")
+    parts.append(table(["reference \\ predicted", *map(str, labels)], rows, numeric=set(range(1, len(labels) + 1))))
+    distribution = report.get("distribution")
+    if distribution:
+        total = max(sum(distribution["reference"].values()), 1)
+        shown = list(dict.fromkeys([*distribution["reference"], *distribution["predicted"]]))
+        parts.append(f"<h3>{escape(name)}: predicted vs reference labels</h3>" + table(
+            ["label", "reference", "predicted"],
+            [[escape(str(label))] + [f"{d.get(label, 0)} ({d.get(label, 0) / total:.0%})"
+                                     for d in (distribution["reference"], distribution["predicted"])]
+             for label in shown], numeric={1, 2}))
+    if report.get("calibration"):
+        parts.append(report["calibration"]["svg"])  # built by label_metrics from numbers only
+    else:
+        parts.append(note(report.get("calibration_note", "no calibration data")))
+    selective = report.get("selective")
+    if selective:
+        parts.append(f"<h3>{escape(name)}: selective prediction (abstain below a confidence threshold)</h3>")
+        parts.append(f"<p>area under the accuracy-coverage curve: <strong>{selective['auc']:.4f}</strong></p>")
+        parts.append(table(["confidence &ge; threshold", "coverage", "accuracy", "answered"],
+                           [[fmt(r["threshold"], 2), fmt(r["coverage"]), fmt(r["accuracy"]), fmt(r["answered"])]
+                            for r in selective["thresholds"]], numeric={0, 1, 2, 3}))
+        parts.append(line_chart([Series("accuracy", [tuple(p) for p in selective["curve"]], PALETTE[0])],
+                                title=f"{name}: accuracy vs coverage (most confident first)", x_label="coverage",
+                                y_label="accuracy"))
+    return "".join(parts)
+
+
+_ROLE_START = re.compile(r"<\|im_start\|>\s*(\w+)\s*\n?")
+_MARKUP = re.compile(r"<\|[^|<>\n]{1,40}\|>|</?s>|\[/?INST\]")
+
+
+def readable_prompt(text: Any) -> str:
+    """A prompt as a person reads it. Items carry `role: content` lines; results written before that (or data whose
+    prompts were pre-rendered) hold chat-template markup, shown here as `role:` lines without the special tokens."""
+    text = _ROLE_START.sub(lambda m: f"{m.group(1)}: ", str(text or ""))
+    return _MARKUP.sub("", text).strip()
+
+
+def _task_rows(items: list) -> list[dict]:
+    return [i for i in items if isinstance(i, dict) and not str(i.get("id")).startswith(("probe:", "general:"))]
+
+
+def failures_html(items: list, metric: str | None, metrics: list[str], model: str = "tuned") -> str:
+    """Every task item where `model` scores below 1.0 on the headline metric, and for JSON-object answers which
+    fields were wrong, missing or extra (counted over items, by the json_fields metric's own comparison)."""
+    from tuneforge.eval.metrics import json_field_diff
+
+    failed = []
+    for item in _task_rows(items):
+        try:
+            score = float(item[model]["scores"][metric])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if score < 1.0:
+            failed.append((score, str(item.get("id")), item))
+    title = f"<h3>Failures: {escape(model)} below 1.0 on {escape(str(metric))} ({len(failed)} items)</h3>"
+    if not failed:
+        return title + '<p class="muted">none</p>'
+    json_task = "json_fields" in metrics
+    fields: dict[str, dict[str, int]] = {}
+    rows = []
+    for score, item_id, item in sorted(failed, key=lambda f: (f[0], f[1])):
+        prediction = str(item[model].get("prediction", ""))
+        row = [escape(item_id), f"<pre>{escape(readable_prompt(item.get('prompt_text')))}</pre>",
+               f"<pre>{escape(str(item.get('reference', '')))}</pre>", f"<pre>{escape(prediction)}</pre>",
+               fmt(score)]
+        if json_task:
+            try:
+                diff = json_field_diff(prediction, str(item.get("reference", "")))
+            except ValueError:
+                diff = None
+            if diff is None:
+                row.append("not one JSON object")
+            else:
+                for kind in ("wrong", "missing", "extra"):
+                    for key in diff[kind]:
+                        fields.setdefault(key, {"wrong": 0, "missing": 0, "extra": 0})[kind] += 1
+                row.append(escape("; ".join(f"{kind}: {', '.join(diff[kind])}" for kind in ("wrong", "missing", "extra")
+                                            if diff[kind]) or "-"))
+        rows.append(row)
+    out = [title]
+    if json_task:
+        unparsed = sum(1 for r in rows if r[-1] == "not one JSON object")
+        out.append("<h3>Field errors over the failed items</h3>")
+        out.append(table(["field", "wrong", "missing", "extra"],
+                         [[escape(k), str(v["wrong"]), str(v["missing"]), str(v["extra"])]
+                          for k, v in sorted(fields.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))],
+                         numeric={1, 2, 3}) if fields else '<p class="muted">no field-level errors</p>')
+        if unparsed:
+            out.append(f"<p>{unparsed} failed item(s) are not one JSON object (no fields to compare).</p>")
+    out.append(table(["id", "prompt", "reference", model, metric or "score"] + (["fields"] if json_task else []),
+                     rows, numeric={4}))
+    return "".join(out)
+
+
+def gates_html(path: Path) -> str:
+    """Gate verdicts `tuneforge gate` wrote beside the results; '' when there is no such file."""
+    if not path.is_file():
+        return ""
+    written = _read_json(path)
+    verdicts = written.get("outcomes") if isinstance(written, dict) else None
+    if not isinstance(verdicts, list):
+        return section("Release gates", note(f"{path.name} could not be read as gate verdicts "
+                                             "({\"passed\", \"outcomes\": [...]}, as `tuneforge gate` writes)."),
+                       "gates")
+    rows = [[escape(str(v.get("line", ""))), fmt(v.get("actual")),
+             '<span class="good">PASS</span>' if v.get("passed") else '<span class="bad">FAIL</span>',
+             escape(str(v.get("reason", "")))] for v in verdicts if isinstance(v, dict)]
+    passed = sum(1 for v in verdicts if isinstance(v, dict) and v.get("passed"))
+    head = f"<p>{passed} of {len(rows)} gates pass (from <code>{escape(path.name)}</code>).</p>"
+    return section("Release gates", head + table(["gate", "actual", "verdict", "reason"], rows, numeric={1}),
+                   "gates")
+
+
+def checks_html(results: dict) -> str:
+    """Safety probes and the general set (forgetting), per model, when the evaluation ran them."""
+    models = results.get("models") or {}
+    rows = []
+    for name in ("base", "tuned"):
+        slices = (models.get(name) or {}).get("slices") or {}
+        for key in sorted(k for k in slices if k in ("general", "safety") or k.startswith("safety.")):
+            values = slices[key] if isinstance(slices[key], dict) else {}
+            rows.append([escape(name), escape(key), ", ".join(f"{escape(str(k))} {fmt(v)}" for k, v in values.items())])
+    if not rows:
+        return ""
+    comparison = results.get("comparison") or {}
+    from tuneforge.eval import registry
+
+    shown = [m for m in registry.group("general") + registry.group("probes") if m in comparison]
+    body = table(["model", "check", "values"], rows)
+    if shown:
+        body += table(["metric", "base", "tuned", "delta"],
+                      [[escape(m), fmt(comparison[m]["mean_a"]), fmt(comparison[m]["mean_b"]),
+                        _signed(comparison[m]["delta"])] for m in shown], numeric={1, 2, 3})
+    return section("Safety and forgetting checks", body, "checks")
 
 
 def _training_section(metrics: Any) -> str:
@@ -247,7 +415,8 @@ def _training_section(metrics: Any) -> str:
         parts.append(note("metrics.jsonl holds no loss values."))
         return section(title, "".join(parts), "training")
     parts.append(line_chart(
-        [Series("train loss", train, PALETTE[0]), Series("eval loss", evals, PALETTE[1], markers=True)],
+        [Series("train loss", train, PALETTE[0]),
+         Series("eval loss (validation split)", evals, PALETTE[1], markers=True)],
         title="Loss by optimizer step", x_label="step", y_label="loss",
     ))
     summary = {"logged steps": len(train), "evaluations": len(evals)}
@@ -255,7 +424,7 @@ def _training_section(metrics: Any) -> str:
         summary["first / last train loss"] = f"{train[0][1]:.4f} / {train[-1][1]:.4f}"
     if evals:
         best = min(evals, key=lambda p: p[1])
-        summary["best eval loss"] = f"{best[1]:.4f} at step {best[0]}"
+        summary["best eval loss (validation split)"] = f"{best[1]:.4f} at step {best[0]}"
     speeds = [r["tokens_per_second"] for r in records if _is_num(r.get("tokens_per_second"))]
     if speeds:
         summary["mean tokens/s"] = f"{sum(speeds) / len(speeds):.1f}"
@@ -305,8 +474,11 @@ def render_report(run_dir: Path) -> str:
     """The report's HTML for `run_dir` (see `write_report`)."""
     run_dir = Path(run_dir)
     manifest = _read_json(run_dir / "manifest.json")
+    results = _read_json(run_dir / "eval" / "results.json")
     body = "".join([
-        _evaluation_section(_read_json(run_dir / "eval" / "results.json")),
+        gates_html(run_dir / "eval" / "gates.json"),
+        _evaluation_section(results),
+        checks_html(results) if isinstance(results, dict) else "",
         _training_section(_read_jsonl(run_dir / "metrics.jsonl")),
         _lineage_section(manifest),
         _config_section(_read_text(run_dir / "config.yaml")),
@@ -325,7 +497,7 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    from tuneforge.runs.rundir import write_text_atomic
+    from tuneforge.atomic import write_text_atomic
 
     path = run_dir / "report.html"
     # Write then rename, so a viewer never opens a half-written report.

@@ -1,6 +1,7 @@
 """Trainer callbacks: a rich progress bar, per-step metrics.jsonl, and token/padding accounting."""
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -19,34 +20,51 @@ from transformers import TrainerCallback
 from tuneforge.console import make_console
 
 
-class TokenCountingCollator:
-    """Wraps a collator to count real and padded tokens of every batch the trainer sees.
+class TrainingTokenCounter:
+    """Real (non-padding), total and trained (labelled) tokens of the batches the trainer trained on.
 
-    The padding share is the honest measure of how well batching works; the trainer does not expose it.
+    The padding share is the honest measure of how well batching works; the trainer does not expose it. Counting
+    happens in `training_step` (see `count_training_tokens`), not in the data collator: the collator also builds
+    the evaluation batches and the batch the dataloader prefetches, which a short run with frequent evaluation
+    counted several times over.
     """
 
-    def __init__(self, collator):
-        self.collator = collator
+    def __init__(self):
         self.real_tokens = 0
         self.total_tokens = 0
         self.trained_tokens = 0
 
-    def __call__(self, examples):
-        batch = self.collator(examples)
-        if "attention_mask" in batch:
-            self.real_tokens += int(batch["attention_mask"].sum())
-        elif "position_ids" in batch:  # padding-free packing: one flat row, trailing pad positions are 0 after the last
-            self.real_tokens += int(batch["input_ids"].numel())
-        else:
-            self.real_tokens += int(batch["input_ids"].numel())
-        self.total_tokens += int(batch["input_ids"].numel())
+    def count(self, batch) -> None:
+        if "input_ids" not in batch:
+            return  # not a token batch; never fail a training step over bookkeeping
+        total = int(batch["input_ids"].numel())
+        # Padding-free packing (position_ids, no attention_mask) has no padding to leave out.
+        self.real_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else total
+        self.total_tokens += total
         if "labels" in batch:
             self.trained_tokens += int((batch["labels"] != -100).sum())
-        return batch
 
     @property
     def padding_share(self) -> float:
         return 0.0 if not self.total_tokens else 1.0 - self.real_tokens / self.total_tokens
+
+
+def count_training_tokens(trainer) -> TrainingTokenCounter:
+    """Count the tokens of every micro-batch `trainer` trains on from now on (one call each, with accumulation).
+
+    `training_step` is the Trainer's documented override point, called once per micro-batch that gets a forward
+    and backward pass; wrapping it on the instance keeps TRL's own override (e.g. activation offloading) intact.
+    """
+    counter = TrainingTokenCounter()
+    step = trainer.training_step
+
+    @functools.wraps(step)
+    def counted_training_step(model, inputs, *args, **kwargs):
+        counter.count(inputs)
+        return step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = counted_training_step
+    return counter
 
 
 def train_loss_summary(metrics_path: Path) -> dict:
@@ -73,7 +91,7 @@ def train_loss_summary(metrics_path: Path) -> dict:
 class MetricsCallback(TrainerCallback):
     """Appends every log event (train loss, eval loss, LR, tokens/s) to metrics.jsonl as one JSON line."""
 
-    def __init__(self, path: Path, counter: TokenCountingCollator | None = None):
+    def __init__(self, path: Path, counter: TrainingTokenCounter | None = None):
         self.path = path
         self.counter = counter
         self._start = None
@@ -101,10 +119,24 @@ class MetricsCallback(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
 
 
+def batches_line(args) -> str:
+    """What one optimizer step trains on, in the unit the batch size really counts (packing changes it)."""
+    if getattr(args, "packing", False):
+        unit = "packed rows"
+        note = f" (a packed row holds several examples, up to {args.max_length} tokens)"
+    else:
+        unit = "completions" if hasattr(args, "num_generations") else "examples"  # GRPO/RLOO batch completions
+        note = ""
+    batch, accumulation, processes = (args.per_device_train_batch_size, args.gradient_accumulation_steps,
+                                      args.world_size)
+    return (f"[bold]batches[/] {batch} {unit} per device{note} x {accumulation} accumulation x {processes} "
+            f"process{'es' if processes > 1 else ''} = {batch * accumulation * processes} {unit} per optimizer step")
+
+
 class RichProgressCallback(TrainerCallback):
     """Step progress with loss, non-padding tokens/s and ETA (replaces the trainer's tqdm bars)."""
 
-    def __init__(self, counter: TokenCountingCollator | None = None, console: Console | None = None):
+    def __init__(self, counter: TrainingTokenCounter | None = None, console: Console | None = None):
         self.counter = counter
         self.console = console or make_console()
         self.progress: Progress | None = None
@@ -116,6 +148,7 @@ class RichProgressCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
+        self.console.print(batches_line(args), highlight=False)
         self.progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),

@@ -6,7 +6,8 @@ checkpoint but is not one. So, once every file of a save is on disk, `Checkpoint
 `checkpoint-N/tuneforge-complete.json` (atomically, via rename) listing every file with its size and sha256.
 Resume trusts only the newest checkpoint whose marker exists and whose files still match it; anything
 newer is moved aside (renamed `untrusted-checkpoint-N`, which the Trainer's `checkpoint-*` rotation ignores)
-with a printed note, so a re-save of step N later cannot mix old and new files.
+with a printed note, so a re-save of step N later cannot mix old and new files. Once a trusted checkpoint of
+step N or later is written, `untrusted-checkpoint-N` has nothing left to offer and is deleted (with a note).
 
 What a resumed run restores (all from the checkpoint, by the Trainer): model/adapter weights, optimizer and
 LR-scheduler state, python/numpy/torch RNG states (dropout), the global step, and the data order (the
@@ -36,7 +37,7 @@ def _checkpoint_files(folder: Path) -> list[Path]:
 
 def write_completion_marker(folder: Path, step: int) -> Path:
     """Record every file of a finished save; the marker's presence is what makes a checkpoint trusted."""
-    from tuneforge.runs.rundir import write_json_atomic
+    from tuneforge.atomic import write_json_atomic
 
     files = {}
     for path in _checkpoint_files(folder):
@@ -115,12 +116,29 @@ def set_aside_untrusted(point: ResumePoint) -> list[Path]:
     return moved
 
 
+def remove_superseded_untrusted(checkpoints_dir: Path, step: int) -> list[Path]:
+    """Delete set-aside `untrusted-checkpoint-M` folders with M <= `step`, a trusted checkpoint's step.
+
+    They are kept until then for inspection (what did the interrupted save write?); after it, training has
+    passed that step again with a complete save and they are dead weight (a full fine-tune's are model-sized).
+    """
+    import shutil
+
+    removed = []
+    for folder in sorted(Path(checkpoints_dir).glob("untrusted-checkpoint-*")):
+        untrusted_step = checkpoint_step(folder.with_name(folder.name.removeprefix("untrusted-")))
+        if folder.is_dir() and untrusted_step is not None and untrusted_step <= step:
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed
+
+
 def truncate_metrics(metrics_path: Path, last_step: int) -> int:
     """Drop metrics.jsonl records logged after `last_step`: the resumed run logs those steps again.
 
     Returns how many records were dropped.
     """
-    from tuneforge.runs.rundir import write_text_atomic
+    from tuneforge.atomic import write_text_atomic
 
     if not metrics_path.is_file():
         return 0
@@ -148,8 +166,11 @@ class CheckpointMarkerCallback(TrainerCallback):
     `rng_state_<rank>.pth`, so all ranks meet at a barrier first and only rank 0 writes the marker.
     """
 
-    def __init__(self, checkpoints_dir: Path):
+    def __init__(self, checkpoints_dir: Path, console=None):
+        from tuneforge.console import make_console
+
         self.checkpoints_dir = Path(checkpoints_dir)
+        self.console = console or make_console()
 
     def on_save(self, args, state, control, **kwargs):
         import torch.distributed as dist
@@ -160,6 +181,9 @@ class CheckpointMarkerCallback(TrainerCallback):
             folder = self.checkpoints_dir / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 write_completion_marker(folder, state.global_step)
+                for removed in remove_superseded_untrusted(self.checkpoints_dir, state.global_step):
+                    self.console.print(f"[yellow]note:[/] removed {removed.name}: superseded by trusted "
+                                       f"{folder.name}", highlight=False)
 
 
 def find_run_to_resume(parent: str | Path, name: str | None, config_stem: str) -> Path:

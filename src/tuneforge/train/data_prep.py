@@ -9,13 +9,14 @@ from tuneforge.errors import DataError
 @dataclass
 class PreparedData:
     splits: dict            # split name -> LoadedData
-    rendered: dict          # split name -> list of {"input_ids", "assistant_masks", "truncated"} (eval loss reads these)
+    rendered: dict          # split name -> [{"input_ids", "assistant_masks", "truncated"}] (eval loss reads these)
     stats: dict             # split name -> render stats ("examples", "tokens", "trained_share", "truncated", ...)
     template: object        # TrainingTemplate | None
-    items: list = field(default_factory=list)  # test items for generation: {"id", "prompt_ids", "reference", "prompt_text"}
+    items: list = field(default_factory=list)  # test items (tuneforge.eval.tasks.make_item) scored by the eval pipeline
     train_dataset: object = None   # what the objective's trainer consumes, when not `rendered["train"]`
     eval_dataset: object = None
-    extra: dict = field(default_factory=dict)  # objective-specific (pairs for accuracy, per-task rows, mixture manifest)
+    # objective-specific (pairs for accuracy, per-task rows, mixture manifest)
+    extra: dict = field(default_factory=dict)
 
 
 def load_splits(data_cfg, fmt: str | None = None) -> dict:
@@ -32,13 +33,15 @@ def load_splits(data_cfg, fmt: str | None = None) -> dict:
 
 
 def prepare_data(data_cfg, tokenizer, *, max_test_items: int | None = None, splits: dict | None = None) -> PreparedData:
-    from tuneforge.data.chat_template import prepare_training_template
-    from tuneforge.data.render import build_generation_prompt, render_dataset
+    from tuneforge.data.chat_template import check_tool_rendering, prepare_training_template
+    from tuneforge.data.formats import CHAT_FORMATS
+    from tuneforge.data.render import render_dataset
+    from tuneforge.eval.tasks import items_from_loaded
 
     splits = splits if splits is not None else load_splits(data_cfg)
     chat_rows, locations = [], []
     for loaded in splits.values():
-        if loaded.format in ("chat", "alpaca"):
+        if loaded.format in CHAT_FORMATS:
             chat_rows.extend(loaded.rows)
             locations.extend(loaded.where(i) for i in range(len(loaded.rows)))
     template = None
@@ -46,6 +49,8 @@ def prepare_data(data_cfg, tokenizer, *, max_test_items: int | None = None, spli
         # Assistant-only masks need generation markers; a derived template is proven byte-identical to the
         # tokenizer's own on every row of every split (not only train) before anything is trained.
         template = prepare_training_template(tokenizer, chat_rows, locations)
+    elif chat_rows:
+        check_tool_rendering(tokenizer, chat_rows, locations)  # prepare_training_template does it otherwise
 
     rendered, stats = {}, {}
     for name in ("train", "validation"):
@@ -61,21 +66,9 @@ def prepare_data(data_cfg, tokenizer, *, max_test_items: int | None = None, spli
             )
         rendered[name], stats[name] = rows, split_stats
 
-    items = []
-    if "test" in splits:
-        test = splits["test"]
-        count = len(test.rows) if max_test_items is None else min(max_test_items, len(test.rows))
-        for i in range(count):
-            row = test.rows[i]
-            prompt_ids, reference = build_generation_prompt(row, tokenizer, template)
-            item_id = row.get("meta", {}).get("id", f"{test.path}:{test.line_numbers[i]}")
-            items.append({
-                "id": str(item_id),
-                "prompt_ids": prompt_ids,
-                "reference": reference,
-                "prompt_text": tokenizer.decode(prompt_ids, skip_special_tokens=False),
-                "task": (row.get("meta") or {}).get("task"),
-            })
+    # Test items are evaluation items like `tuneforge eval --data` reads: the model renders them with its own
+    # template (byte-identical to the training template, proven above), so a run's evaluation is `tuneforge eval`.
+    items = items_from_loaded(splits["test"], max_items=max_test_items) if "test" in splits else []
     return PreparedData(splits=splits, rendered=rendered, stats=stats, template=template, items=items)
 
 

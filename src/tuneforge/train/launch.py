@@ -9,18 +9,24 @@ report), the others only train. We never go through `accelerate launch --cpu`, w
 
 The mapping from `training.*` scale-out options to HF TrainingArguments lives here (`scale_out_arguments`) so
 every objective's trainer gets the same optimizer, gradient checkpointing and DDP/FSDP/DeepSpeed settings.
+
+`supervised_run` is how a run ends: SIGTERM (schedulers, `docker stop`) is turned into the same interruption as
+Ctrl-C, either one leaves the manifest `interrupted` (resumable with `--resume`), any other error `failed`; while
+it runs, rank 0 keeps heartbeat.json fresh so a run killed outright (SIGKILL) reads as interrupted too.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, RunError
 from tuneforge.runs.rundir import RunDir
 
 # Our optimizer names -> HF TrainingArguments.optim, and the package each needs.
@@ -62,15 +68,12 @@ def preflight(training) -> None:
             "training.distributed=deepspeed needs the deepspeed package, which is not installed",
             hint="pip install deepspeed on the GPU machines (it needs CUDA to build), or use distributed=ddp|fsdp",
         )
-    if training.distributed_config:
-        path = Path(training.distributed_config)
-        if not path.is_file():
-            raise ConfigError(f"training.distributed_config: {path} does not exist",
-                              hint="see examples/distributed/ for FSDP and DeepSpeed ZeRO-2/3 configs")
-        try:
-            json.loads(path.read_text())
-        except ValueError as error:
-            raise ConfigError(f"training.distributed_config: {path} is not valid JSON ({error})") from error
+    from tuneforge.config.loader import distributed_config_problem
+
+    problem = distributed_config_problem(training)
+    if problem:
+        raise ConfigError(f"training.distributed_config: {problem}",
+                          hint="see examples/distributed/ for FSDP and DeepSpeed ZeRO-2/3 configs")
 
 
 def scale_out_arguments(training, *, world_size: int = 1) -> dict:
@@ -151,7 +154,114 @@ def launch_distributed(cfg, config_path: str, overrides: list[str], plan: Launch
     env = dict(os.environ)
     if cfg.training.num_threads:
         env.setdefault("OMP_NUM_THREADS", str(cfg.training.num_threads))
-    return subprocess.run(command, env=env).returncode
+    return run_forwarding_sigterm(command, env)
+
+
+def run_forwarding_sigterm(command: list[str], env: dict | None) -> int:
+    """Run `command` and pass a SIGTERM sent to this process on to it; returns its exit code.
+
+    `docker stop` and some schedulers signal only the top process. Without forwarding, the launcher would die and
+    leave torchrun and its workers training on, orphaned. torchrun relays the signal to every worker, where
+    `supervised_run` records the interruption. Ctrl-C already reaches the whole foreground process group.
+    """
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward) if _in_main_thread() else None
+    try:
+        return child.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so the run unwinds exactly as after Ctrl-C (a KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """Within the block, SIGTERM raises TrainingInterrupted once (a repeat while unwinding is ignored)."""
+    if not _in_main_thread():  # signal handlers can only be set from the main thread
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise TrainingInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption_name(error: BaseException) -> str | None:
+    """"SIGTERM" / "SIGINT" when `error` is an interruption rather than a failure."""
+    if isinstance(error, TrainingInterrupted):
+        return signal.Signals(error.signum).name
+    if isinstance(error, KeyboardInterrupt):
+        return "SIGINT"
+    return None
+
+
+@contextlib.contextmanager
+def supervised_run(run: RunDir, timings: dict):
+    """Run the block as the training of `run`: heartbeat while it runs, and its end recorded in the manifest.
+
+    An interruption (Ctrl-C or SIGTERM) leaves status `interrupted`, any other exception `failed` unless it says
+    what the stop means with a `run_status` attribute (a sweep's pruned trial is `pruned`); all re-raise.
+    """
+    from tuneforge.runs.rundir import Heartbeat, now_iso
+
+    beating = Heartbeat(run) if is_main_process() and not isinstance(run, FollowerRunDir) else None
+    with sigterm_raises(), (beating or contextlib.nullcontext()):
+        try:
+            yield
+        except BaseException as error:
+            name = interruption_name(error)
+            if name is not None:
+                run.update_manifest(status="interrupted", error=f"interrupted by {name}", finished_at=now_iso(),
+                                    timings=timings)
+            else:
+                run.update_manifest(status=getattr(error, "run_status", "failed"),
+                                    error=f"{type(error).__name__}: {error}", finished_at=now_iso(), timings=timings)
+            raise
+
+
+def refuse_live_run(run: RunDir, console=None) -> None:
+    """`--resume` must not train into a run directory whose process is still training.
+
+    Only a process on this host can be known to be alive. On another host a fresh heartbeat may belong to a job
+    that was just killed and requeued elsewhere (up to the staleness limit), so that only earns a warning.
+    """
+    import socket
+
+    from tuneforge.runs.rundir import effective_status
+
+    manifest = run.read_manifest()
+    if effective_status(run, manifest)[0] != "running" or "pid" not in manifest:
+        return
+    where = f"pid {manifest['pid']} on {manifest.get('host')}"
+    if manifest.get("host") == socket.gethostname():
+        raise RunError(f"--resume: run {run.name} is still running ({where})",
+                       hint="stop it first (SIGTERM or Ctrl-C leaves it resumable), then resume")
+    if console is not None:
+        console.print(f"[yellow]note:[/] run {run.name} was last seen running ({where}, heartbeat fresh); "
+                      "make sure that process has stopped", highlight=False)
 
 
 class FollowerRunDir(RunDir):
@@ -168,9 +278,18 @@ def prepare_run_dir(cfg, config_path: str | None, *, resume: bool, console):
     `--resume`: the existing directory is reused; the newest trusted checkpoint is chosen, untrusted newer ones
     are set aside and metrics.jsonl loses the records logged after that checkpoint (they are logged again).
     """
+    from rich.markup import escape
+
+    from tuneforge.atomic import write_json_atomic, write_text_atomic
     from tuneforge.config.loader import dump_config
-    from tuneforge.runs.rundir import (base_manifest, create_run_dir, default_run_name, now_iso,
-                                       write_json_atomic, write_text_atomic)
+    from tuneforge.runs.rundir import (
+        base_manifest,
+        create_run_dir,
+        default_run_name,
+        now_iso,
+        process_identity,
+        untrained_leftover,
+    )
     from tuneforge.train import checkpoints
 
     preflight(cfg.training)
@@ -179,7 +298,11 @@ def prepare_run_dir(cfg, config_path: str | None, *, resume: bool, console):
     if not resume:
         if not main:
             return FollowerRunDir(Path(cfg.output.dir) / name), None
-        run = create_run_dir(cfg.output.dir, name, overwrite=cfg.output.overwrite)
+        path = Path(cfg.output.dir) / name
+        leftover = untrained_leftover(path) if path.is_dir() and not cfg.output.overwrite else None
+        if leftover:
+            console.print(f"[yellow]note:[/] replacing {escape(str(path))}: {escape(leftover)}")
+        run = create_run_dir(cfg.output.dir, name, overwrite=cfg.output.overwrite or leftover is not None)
         write_text_atomic(run.config, dump_config(cfg))
         write_json_atomic(run.manifest, base_manifest(run, seed=cfg.training.seed, config_path=config_path))
         console.print(f"[bold]run[/] {run.path}")
@@ -192,8 +315,10 @@ def prepare_run_dir(cfg, config_path: str | None, *, resume: bool, console):
     if not main:
         return FollowerRunDir(path), point.checkpoint
     run = RunDir(path)
+    refuse_live_run(run, console)
     for folder, reason in point.skipped:
-        console.print(f"[yellow]note:[/] not resuming from {folder.name}: {reason}; set aside as untrusted-{folder.name}")
+        console.print(f"[yellow]note:[/] not resuming from {folder.name}: {reason}; "
+                      f"set aside as untrusted-{folder.name}")
     checkpoints.set_aside_untrusted(point)
     dropped = checkpoints.truncate_metrics(run.metrics, point.step)
     if point.checkpoint is None:
@@ -204,5 +329,5 @@ def prepare_run_dir(cfg, config_path: str | None, *, resume: bool, console):
     manifest = run.read_manifest()
     resumes = manifest.get("resumes", []) + [{"at": now_iso(), "from_step": point.step,
                                               "checkpoint": point.checkpoint.name if point.checkpoint else None}]
-    run.update_manifest(status="running", resumes=resumes, error=None)
+    run.update_manifest(status="running", resumes=resumes, error=None, finished_at=None, **process_identity())
     return run, point.checkpoint

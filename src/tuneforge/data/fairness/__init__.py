@@ -1,0 +1,1 @@
+"""Bias audit: counterfactual copies with swapped demographic terms, and class balance by cohort."""

@@ -1,0 +1,1 @@
+"""The planner: expected peak memory, time and tokens of a run, before any weight is loaded (`tuneforge plan`)."""
