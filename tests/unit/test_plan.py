@@ -183,6 +183,7 @@ def test_calibration_is_cached_per_fingerprint(tmp_path, monkeypatch):
         return {"float32_flops": 5e10, "bfloat16_flops": 1e10, "bandwidth": 8e9}
 
     monkeypatch.setattr(calibrate, "benchmark", fake_benchmark)
+    monkeypatch.setattr(calibrate, "_load_average", lambda: 0.0)
     first = calibrate.this_machine()
     second = calibrate.this_machine()
     assert len(calls) == 1 and first == second and first.calibrated
@@ -190,6 +191,31 @@ def test_calibration_is_cached_per_fingerprint(tmp_path, monkeypatch):
     assert list((tmp_path / "plan").glob("calibration-*.json"))
     calibrate.this_machine(recalibrate=True)
     assert len(calls) == 2
+
+
+def test_calibration_under_load_is_used_once_and_not_cached(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from tuneforge.plan import calibrate
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(calibrate, "benchmark", lambda device="cpu", seconds=0.6: calls.append(device) or
+                        {"float32_flops": 5e9, "bfloat16_flops": 1e9, "bandwidth": 8e8})
+    monkeypatch.setattr(calibrate.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(calibrate, "_load_average", lambda: 1.5)
+    console = Console(record=True, width=200)
+    busy = calibrate.this_machine(console=console)
+    assert busy.calibrated and "load average 1.5" in busy.source
+    said = console.export_text()
+    assert "busy" in said and "not cached" in said
+    assert not list((tmp_path / "plan").glob("calibration-*.json"))
+    calibrate.this_machine()
+    assert len(calls) == 2  # measured again: a busy figure is never reused
+    monkeypatch.setattr(calibrate, "_load_average", lambda: 0.2)
+    calibrate.this_machine()
+    calibrate.this_machine()
+    assert len(calls) == 3 and list((tmp_path / "plan").glob("calibration-*.json"))
 
 
 # ------------------------------------------------------------------------------------------------ CLI and train

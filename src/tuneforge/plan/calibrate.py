@@ -3,8 +3,9 @@
 The result is cached under the tuneforge cache (TUNEFORGE_CACHE, else ~/.cache/tuneforge) in plan/, keyed by a
 fingerprint of what decides the numbers (CPU model, core count, torch threads, total memory, GPU name, torch
 version), so a different machine, or the same one with another OMP_NUM_THREADS, measures again. On a machine
-shared with other work the benchmark measures what is left over at that moment: recalibrate with `tuneforge plan
---recalibrate` when the load changes.
+shared with other work the benchmark measures what is left over at that moment, so a calibration taken while the
+1-minute load average is at least half the core count is used for that plan only and never cached (a cached busy
+figure once made every later plan of the quickstart 2.7x too slow); `tuneforge plan --recalibrate` measures again.
 """
 from __future__ import annotations
 
@@ -94,6 +95,15 @@ def benchmark(device: str = "cpu", seconds: float = 0.6) -> dict:
     return out
 
 
+def _load_average() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def busy(load: float | None) -> bool:
+    """Whether a 1-minute load average means other work holds at least half of this machine's cores."""
+    return load is not None and load >= 0.5 * (os.cpu_count() or 1)
+
+
 def this_machine(*, recalibrate: bool = False, console=None) -> Device:
     """This machine's Device: cached calibration for its fingerprint, else measured now (a few seconds)."""
     import psutil
@@ -111,14 +121,21 @@ def this_machine(*, recalibrate: bool = False, console=None) -> Device:
             record = None  # a damaged cache entry is measured again
     if record is None:
         on_gpu = torch.cuda.is_available()
+        load = _load_average()
         if console is not None:
             console.print("[bold]plan[/] calibrating this machine (matmul + memory bandwidth, a few seconds; "
                           f"cached in {path.parent})")
         measured = benchmark("cuda" if on_gpu else "cpu")
         record = {"fingerprint": print_, "measured": measured, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                             time.gmtime()),
-                  "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
-        write_json_atomic(path, record)
+                  "load_average": load}
+        if busy(load):
+            if console is not None:
+                console.print(f"[yellow]plan[/] this machine is busy (load average {load:.1f} on "
+                              f"{os.cpu_count()} cores): the calibration measures what is left over, so seconds per "
+                              "step are pessimistic; it is not cached, the next plan measures again")
+        else:
+            write_json_atomic(path, record)
     measured = record["measured"]
     if torch.cuda.is_available():
         memory = torch.cuda.get_device_properties(0).total_memory
