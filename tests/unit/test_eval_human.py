@@ -141,6 +141,33 @@ def test_human_sheet_needs_a_base_model(tmp_path):
     assert result.exit_code == 2 and "no results.json" in result.output
 
 
+def test_human_steps_and_gates_read_results_through_one_reader(tmp_path):
+    """A malformed or foreign results.json is refused the same way by every consumer: exit 2, naming the file."""
+    from tuneforge.eval.gates import ResultsError
+    from tuneforge.eval.pipeline import read_results
+
+    broken = tmp_path / "broken" / "results.json"
+    broken.parent.mkdir()
+    broken.write_text('{"models": {},\n "items": [,]}')
+    with pytest.raises(ResultsError, match=r"results.json:2: not valid JSON"):
+        read_results(broken)
+    no_items = tmp_path / "gated-only" / "results.json"
+    no_items.parent.mkdir()
+    no_items.write_text(json.dumps({"models": {"tuned": {"summary": {"exact_match": 0.9}}}}))
+    assert read_results(no_items)["models"]  # enough for gates
+    with pytest.raises(ResultsError, match="no 'items'"):
+        read_results(no_items, items=True)
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("gates:\n  - 'exact_match >= 0.5'\n")
+    for args in (["eval", str(broken), "--human-sheet", str(tmp_path / "s")],
+                 ["eval", str(no_items), "--human-sheet", str(tmp_path / "s")],
+                 ["gate", str(broken), "--gates", str(gates)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "results.json" in result.output
+    assert CliRunner().invoke(app, ["gate", str(no_items), "--gates", str(gates)]).exit_code == 0
+
+
 _DOM_STUB = """
 var picks = JSON.parse(process.argv[2]), out = {};
 var items = picks.map(function(p){return {dataset: {id: p[0]},

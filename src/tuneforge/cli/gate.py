@@ -5,7 +5,6 @@ Register on the main app with ``main_app.command("gate")(gate)``; ``app`` runs i
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -18,29 +17,17 @@ from tuneforge.atomic import write_json_atomic
 from tuneforge.console import make_console
 from tuneforge.errors import TuneforgeError
 from tuneforge.eval.gates import (
-    ResultsError,
     evaluate_gates,
     known_metric_names,
     load_gate_file,
 )
+from tuneforge.eval.pipeline import read_results
 
 app = typer.Typer(
     help="Check eval results against release gates (exit 0 pass, 1 a gate failed, 2 bad gate/results file).",
     add_completion=False,
     no_args_is_help=True,
 )
-
-
-def _load_results(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ResultsError(f"cannot read results file {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: expected a JSON object with 'models'")
-    return data
 
 
 def _refresh_report(results: Path, verdicts: Path, console) -> None:
@@ -56,7 +43,7 @@ def _refresh_report(results: Path, verdicts: Path, console) -> None:
     elif (results.parent / "report.html").is_file():
         from tuneforge.report.eval_report import write_eval_report
 
-        console.print(f"report:  {write_eval_report(_load_results(results), results.parent / 'report.html')}")
+        console.print(f"report:  {write_eval_report(read_results(results), results.parent / 'report.html')}")
 
 
 @app.command()
@@ -73,7 +60,7 @@ def gate(
     """Evaluate every gate; bounded metrics are fractions and thresholds above 1 are percentage points."""
     console = make_console(stderr=False)
     try:
-        data = _load_results(results)
+        data = read_results(results)
         # Names are checked against tuneforge's metrics plus the results, so a typo is an error (exit 2) while
         # a known metric the run did not produce is a failed gate (exit 1).
         parsed = load_gate_file(gates, known_metrics=known_metric_names(data))

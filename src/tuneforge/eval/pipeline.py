@@ -308,6 +308,33 @@ def _label_statistic_ci(base: dict, tuned: dict, metric: str, labels: list[str],
                                                                "test_p_value": None}
 
 
+def read_results(path, *, items: bool = False) -> dict:
+    """A results.json as written by `assemble_results`; every consumer (gates, reports, human evaluation) reads it
+    here. Unreadable, malformed or foreign files raise ResultsError (exit code 2) naming the file. Gates need only
+    `models`; `items=True` also requires the per-item records (human evaluation rates answers)."""
+    import json
+    from pathlib import Path
+
+    from tuneforge.eval.gates import ResultsError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsError(f"cannot read results file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    shapes = {"models": dict, **({"items": list} if items else {})}
+    missing = [key for key, shape in shapes.items()
+               if not (isinstance(data, dict) and isinstance(data.get(key), shape))]
+    if missing:
+        raise ResultsError(f"{path}: not a tuneforge results.json (no {' / '.join(map(repr, missing))})",
+                           hint="pass the results.json written by `tuneforge eval` or a run's eval/results.json")
+    return data
+
+
 def assemble_results(task_name: str, metrics: list[str], all_items: list[dict], sides: dict, comparison: dict,
                      notes: list[str], sources: dict, **extra) -> dict:
     """The results.json document (layout in the module docstring); `sides` lose their per_item lists to `items`."""

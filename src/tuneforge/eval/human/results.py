@@ -158,12 +158,13 @@ def summary_metrics(block: dict) -> dict[str, float]:
 def merge_human_results(results_path: Path, files: list[Path], key_path: Path | None = None, *, seed: int = 0) -> dict:
     """Read, un-blind and summarise the rating files; write the `human` block into results.json (atomically)."""
     from tuneforge.atomic import write_json_atomic
-    from tuneforge.eval.human.sheet import SIDES, load_results
+    from tuneforge.eval.human.sheet import SIDES
+    from tuneforge.eval.pipeline import read_results
 
     files = [Path(f) for f in files]
     if not files:
         raise ConfigError("--human-results needs at least one rating file")
-    results = load_results(results_path)
+    results = read_results(results_path, items=True)
     key_path = find_key(files, key_path)
     key = load_key(key_path)
     sources = {side: results["models"].get(side, {}).get("source") for side in SIDES}

@@ -41,18 +41,6 @@ def find_results(text: str, runs_dir: Path = Path("runs")) -> Path:
                       "or a run (its eval/results.json)")
 
 
-def load_results(path: Path) -> dict:
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or "items" not in results:
-        raise ConfigError(f"{path}: not a tuneforge results.json (no 'models'/'items')")
-    return results
-
-
 def pairable_items(results: dict) -> list[dict]:
     """Task items both models answered (probes and the general set are not for pairwise rating)."""
     return [row for row in results["items"] if not str(row["id"]).startswith(("probe:", "general:"))
@@ -131,12 +119,13 @@ def sheet_html(rows: list[dict], title: str) -> str:
 def write_human_sheet(results_path: Path, out_dir: Path, n: int = 50, seed: int = 0) -> dict:
     """Write sheet.csv, form.html and key.json into `out_dir` (new or empty); returns the key."""
     from tuneforge.atomic import atomic_dir
+    from tuneforge.eval.pipeline import read_results
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"--human-sheet {out_dir}: exists and is not an empty folder",
                           hint="choose a new folder; a sheet's key must match the sheets raters already have")
-    results = load_results(results_path)
+    results = read_results(results_path, items=True)
     rows, key = build_sheet(results, n, seed)
     key["results"] = str(results_path)
     with atomic_dir(out_dir) as tmp:
