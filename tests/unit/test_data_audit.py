@@ -117,28 +117,45 @@ def _token_chart(html: str) -> str:
     return html[start:html.index("</svg>", start)]
 
 
-def test_length_histogram_bars_and_markers_share_one_axis(tmp_path, tokenizer):
-    # Rows far shorter than max length and context window: the bars must sit left of both markers, at the
-    # x positions their token counts give on the same scale as the markers.
+def _bars_and_marks(html: str):
     import re
 
-    path = write(tmp_path, "short.jsonl", [chat(sentence(k, 3 + k), sentence(k + 50, 2 + k)) for k in range(12)])
-    report = run_audit(AuditInputs(train=path, max_length=512), tokenizer=tokenizer, context=8192)
-    edges = report["tokens"]["histogram"]["edges"]
-    assert edges[-1] < 512
-    svg = _token_chart(render_html(report))
+    svg = _token_chart(html)
     bars = [(float(x), float(w)) for x, w in re.findall(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)]
     marks = [float(x) for x in re.findall(r'<line x1="([\d.]+)" y1="[\d.]+" x2="[\d.]+" y2="[\d.]+" '
                                           r'stroke="#(?:dc2626|9333ea)"', svg)]
+    return svg, bars, marks
+
+
+def test_length_histogram_bars_and_markers_share_one_axis(tmp_path, tokenizer):
+    # Limits inside the data's range: bars and marker lines on the same linear axis from 0.
+    path = write(tmp_path, "mid.jsonl", [chat(sentence(k, 3 + k), sentence(k + 50, 2 + k)) for k in range(12)])
+    report = run_audit(AuditInputs(train=path, max_length=20), tokenizer=tokenizer, context=40)
+    edges = report["tokens"]["histogram"]["edges"]
+    assert 40 < edges[-1]
+    _, bars, marks = _bars_and_marks(render_html(report))
     assert len(bars) == len(edges) - 1 and len(marks) == 2
     origin, at_max_len, at_context = bars[0][0], marks[0], marks[1]
-    per_token = (at_max_len - origin) / 512
+    per_token = (at_max_len - origin) / 20
     assert per_token > 0
-    assert abs(origin + per_token * 8192 - at_context) < 0.5  # both markers on one linear axis from 0
+    assert abs(origin + per_token * 40 - at_context) < 0.5  # both markers on one linear axis from 0
     for k, (x, _) in enumerate(bars):
         assert abs(origin + per_token * edges[k] - x) < 0.5  # each bar starts at its bin's lower edge
-    last_x, last_w = bars[-1]
-    assert last_x + last_w <= origin + per_token * edges[-1] + 0.01 < at_max_len
+
+
+def test_length_histogram_axis_fits_short_rows_and_names_far_limits(tmp_path, tokenizer):
+    # Issue 13: rows of a few dozen tokens against max length 2048 and a context window of 8192 were drawn as a
+    # sliver at the left of a 0..8192 axis. The axis now fits the data; the far limits are named at its end.
+    path = write(tmp_path, "short.jsonl", [chat(sentence(k, 3 + k), sentence(k + 50, 2 + k)) for k in range(12)])
+    report = run_audit(AuditInputs(train=path, max_length=2048), tokenizer=tokenizer, context=8192)
+    edges = report["tokens"]["histogram"]["edges"]
+    assert edges[-1] < 200
+    svg, bars, marks = _bars_and_marks(render_html(report))
+    assert marks == []  # no line for a limit off the axis...
+    assert "max length 2048 \u2192" in svg and "context window 8192 \u2192" in svg  # ...but both are named
+    assert ">2000<" not in svg and ">8000<" not in svg  # tick labels stay within the data
+    plot_left, plot_right = bars[0][0], bars[-1][0] + bars[-1][1]
+    assert plot_right - plot_left > 0.8 * (720 - 56 - 16)  # the bars use most of the plot's width
 
 
 def test_percentiles_are_rounded_for_display():

@@ -64,6 +64,9 @@ def test_collapse_and_selective_in_report_and_terminal():
     assert "label collapse: tuned predicts &#x27;a&#x27; for 90% of the items, while 50% of the references" in html
     assert "selective prediction" in html and "area under the accuracy-coverage curve" in html
     assert "predicted vs reference labels" in html and "9 (90%)" in html
+    # references alternate a, b; the tuned model says 'a' nine times and 'b' once (on a 'b' item)
+    assert report["confusion"] == {"labels": ["a", "b"], "matrix": [[5, 0], [4, 1]]}
+    assert "tuned: confusion matrix (rows: reference, columns: predicted)" in html
     buffer = io.StringIO()
     print_summary(_results(report), Console(file=buffer, width=200))
     assert "warning: label collapse: tuned predicts 'a' for 90% of the items" in buffer.getvalue()

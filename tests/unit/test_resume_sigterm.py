@@ -206,3 +206,19 @@ def test_ctrl_c_is_an_interruption_and_other_errors_a_failure(tmp_path, error, s
     manifest = run.read_manifest()
     assert (manifest["status"], manifest["error"]) == (status, recorded)
     assert manifest["finished_at"] and manifest["timings"] == {"train_s": 1.0}
+
+
+def test_runs_ls_and_show_read_a_killed_run_as_interrupted(tmp_path):
+    # SIGKILL (OOM killer, a lost node) leaves the manifest saying `running`; the listing must not.
+    runs = tmp_path / "runs"
+    run = RunDir(runs / "killed")
+    run.path.mkdir(parents=True)
+    pid, here = _dead_pid(), socket.gethostname()
+    write_json_atomic(run.manifest, {"status": "running", "pid": pid, "host": here, "started_at": "2026-01-01"})
+    write_json_atomic(run.heartbeat, {"pid": pid, "host": here, "at": time.time() - 1})
+    listing = _wide_cli("runs", "ls", "--runs-dir", str(runs))
+    assert listing.exit_code == 0 and "│ killed │ interrupted │" in listing.output, listing.output
+    shown = _wide_cli("runs", "show", "killed", "--runs-dir", str(runs))
+    out = " ".join(shown.output.split())
+    assert "killed (interrupted)" in out and "the manifest says running, but" in out, shown.output
+    assert "--resume" in out

@@ -214,16 +214,23 @@ def comparison_chart(bars: Sequence[MetricBars], *, title: str, width: int = 720
     return _svg(width, height, title, body)
 
 
+# A marker up to this many times the longest row stretches the histogram's axis; farther ones are named off-axis.
+_NEAR = 1.5
+
+
 def histogram_chart(edges: Sequence[float], counts: Sequence[int], *, title: str, x_label: str,
                     markers: Sequence[tuple[float, str]] = (), width: int = 720, height: int = 260) -> str:
     """Bars over bins [edges[k], edges[k+1]) and vertical marker lines on ONE numeric x axis.
 
-    The axis spans 0 to the larger of the last edge and every marker, so a bar and a marker at the same value
-    sit at the same x: rows shorter than a limit are drawn left of it, however far away the limit is.
+    The axis spans 0 to the data (the last edge), stretched to a marker only when that marker lies within
+    `_NEAR` times the data: a bar and a marker at the same value sit at the same x. A limit far past the longest
+    row (a context window of 8192 over rows of 60 tokens) would squeeze every bar into a sliver at the left, so it
+    is named at the axis' right end with an arrow instead of drawn as a line.
     """
     if not counts or len(edges) != len(counts) + 1:
         return _svg(width, 80, title, [f'<text x="{width / 2:.0f}" y="50" text-anchor="middle" {_FONT}>no data</text>'])
-    x_max = max([float(edges[-1])] + [float(value) for value, _ in markers])
+    data_max = float(edges[-1]) or 1.0
+    x_max = max([data_max] + [float(value) for value, _ in markers if float(value) <= data_max * _NEAR])
     frame = _Frame(width, height, nice_ticks(0.0, x_max or 1.0, 8), nice_ticks(0.0, max(max(counts), 1), 4),
                    margin=(36, 16, 36, 56))
     body = frame.axes()
@@ -237,6 +244,11 @@ def histogram_chart(edges: Sequence[float], counts: Sequence[int], *, title: str
     for k, (value, label) in enumerate(markers):
         x = frame.px(value)
         color = PALETTE[4] if k % 2 == 0 else PALETTE[3]
+        if value > frame.x1:  # off the axis: named at its right end, no line
+            body.append(f'<text x="{width - frame.right:.1f}" y="{frame.top + 12 + 14 * k}" text-anchor="end" '
+                        f'fill="{color}" {_FONT}>{escape(label)} \u2192<title>{escape(label)}: beyond the axis '
+                        f"(longest row {edges[-1]:g})</title></text>")
+            continue
         # Labels of markers in the right half go left of their line so they stay inside the chart.
         anchor, dx = ("end", -4) if x > (frame.left + width - frame.right) / 2 else ("start", 4)
         body.append(f'<line x1="{x:.2f}" y1="{frame.top}" x2="{x:.2f}" y2="{base:.1f}" stroke="{color}" '
