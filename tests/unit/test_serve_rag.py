@@ -27,7 +27,7 @@ def server(tmp_path_factory):
         with running_server(cfg) as (base, _admin, app):
             _, secret = app.state.tuneforge.store.create_key("client")
             yield {"client": openai.OpenAI(base_url=base + "/v1", api_key=secret, max_retries=0),
-                   "store": app.state.tuneforge.store}
+                   "store": app.state.tuneforge.store, "base": base}
 
 
 def test_rag_chat_returns_sources_and_citations_and_prompts_with_the_passages(server):
@@ -58,6 +58,15 @@ def test_rag_streaming_matches_and_carries_the_sources(server):
     assert "".join(c.delta.content or "" for e in events for c in e.choices) == whole.choices[0].message.content
     last = next(e for e in events if e.choices and e.choices[0].finish_reason)
     assert last.citations == whole.citations and last.sources == whole.sources
+
+
+def test_models_list_names_each_index_with_each_model_the_key_may_use(server):
+    listed = {m.id: m for m in server["client"].models.list().data}
+    assert {"tiny", "a", "rag/animals/tiny", "rag/animals/a"} <= set(listed)
+    assert listed["rag/animals/a"].parent == "a"
+    _, only_a = server["store"].create_key("only-a", models=["a"])
+    narrow = openai.OpenAI(base_url=server["base"] + "/v1", api_key=only_a, max_retries=0)
+    assert {m.id for m in narrow.models.list().data} == {"a", "rag/animals/a"}
 
 
 def test_unknown_rag_names_are_openai_404s(server):

@@ -51,7 +51,10 @@ def start(
     runs_dir: str = typer.Option("runs", help="Where run names are looked up."),
 ) -> None:
     """Start the server."""
+    from tuneforge.integrations.quiet import quiet_third_party_output
     from tuneforge.serve.server import run_server
+
+    quiet_third_party_output()
 
     run_server(resolve_target(target, runs_dir, host=host, port=port), announce=typer.echo)
 

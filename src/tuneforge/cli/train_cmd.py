@@ -77,11 +77,13 @@ def export(
     Example: tuneforge export quickstart --format gguf --quant f16 --quant q8_0 --quant q4_0
     """
     from tuneforge.errors import ConfigError
+    from tuneforge.integrations.quiet import quiet_third_party_output
     from tuneforge.recipes.export import export_run
 
     bad = [f for f in formats if f not in ("merged", "gguf", "gguf-lora")]
     if bad:
         raise ConfigError(f"--format {', '.join(bad)}: choose merged, gguf and/or gguf-lora")
+    quiet_third_party_output()
     console = make_console()
     exports = export_run(run, out=out, runs_dir=runs_dir, console=console, formats=tuple(formats),
                          quants=tuple(quants))

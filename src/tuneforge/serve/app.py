@@ -143,8 +143,12 @@ def create_app(cfg: ServeConfig, store: Store, loader) -> FastAPI:
         # Followed registry models by their served name; their versions (NAME@vN) stay reachable but unlisted.
         names = [s.base_name, *[n for n in s.serving.known if "@" not in n],
                  *[n for n in (state.follower.routes if state.follower else {}) if n not in s.serving.known]]
+        allowed = [n for n in names if key.allows(n)]
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "tuneforge",
-                 "parent": None if n == s.base_name else s.base_name} for n in names if key.allows(n)]
+                 "parent": None if n == s.base_name else s.base_name} for n in allowed]
+        # Retrieval-augmented names answer with the model after the index: listed for the models this key may use.
+        data += [{"id": n, "object": "model", "created": 0, "owned_by": "tuneforge", "parent": n.split("/", 2)[2]}
+                 for n in rag.model_names(allowed)]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")

@@ -41,6 +41,11 @@ class RagRoutes:
         self._embedders: dict[str, object] = {}
         self._lock = threading.Lock()
 
+    def model_names(self, models: list[str]) -> list[str]:
+        """rag/INDEX/MODEL for every configured index and every given (listed, allowed) model, for /v1/models."""
+        indexes = sorted(self.settings.indexes) if self.settings else []
+        return [f"{PREFIX}{index}/{model}" for index in indexes for model in models]
+
     def handles(self, model: str) -> bool:
         return model.startswith(PREFIX)
 
