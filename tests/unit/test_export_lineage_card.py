@@ -91,6 +91,21 @@ def test_model_card_front_matter_tables_datasheets_and_licenses(finished_run):
     assert "FORBIDDEN" not in card and "UNKNOWN" not in card
 
 
+def test_card_lists_only_the_settings_of_the_method_and_objective_used():
+    from tuneforge.export.card import chosen_settings
+
+    config = {"method": {"name": "qlora", "lora": {"r": 16}, "qlora": {"quant_type": "nf4"}, "ia3": {"x": 1},
+                         "prefix": {"num_virtual_tokens": 16}},
+              "objective": {"name": "sft", "dpo": {"beta": 0.1}, "kto": {"beta": 0.1}},
+              "training": {"max_steps": 40}, "data": {"train": "x"}}
+    assert chosen_settings(config) == {"method": {"name": "qlora", "lora": {"r": 16}, "qlora": {"quant_type": "nf4"}},
+                                       "objective": {"name": "sft"}, "training": {"max_steps": 40}}
+    config["method"]["name"] = "ia3"
+    config["objective"]["name"] = "dpo"
+    assert chosen_settings(config)["method"] == {"name": "ia3", "ia3": {"x": 1}}
+    assert chosen_settings(config)["objective"] == {"name": "dpo", "dpo": {"beta": 0.1}}
+
+
 def test_license_flags_forbidden_restricted_and_unknown():
     from tuneforge.export.card import license_flags
 

@@ -18,6 +18,22 @@ FORBIDS_DERIVATIVES = ("cc-by-nd", "cc-by-nc-nd", "no-derivatives")
 RESTRICTS_USE = ("cc-by-nc", "non-commercial", "research-only", "llama2", "llama3", "gemma", "openrail")
 
 
+def chosen_settings(config: dict) -> dict:
+    """method, objective and training as configured, without the option sections of the methods and objectives the
+    run did not use (the resolved config carries every section's defaults: lora's card need not list dpo's beta)."""
+    uses = {"qlora": {"lora", "qlora"}}  # QLoRA is LoRA on 4-bit weights: both sections apply
+    out = {}
+    for section in ("method", "objective"):
+        values = config.get(section)
+        if isinstance(values, dict):
+            name = values.get("name")
+            used = uses.get(name, {name})
+            out[section] = {k: v for k, v in values.items() if k == "name" or k in used or not isinstance(v, dict)}
+    if "training" in config:
+        out["training"] = config["training"]
+    return out
+
+
 def license_flags(base_license: str | None, data_licenses: dict[str, str]) -> list[str]:
     flags = []
     named = [("base model", base_license or "unknown")] + [(f"dataset {k}", v) for k, v in data_licenses.items()]
@@ -117,9 +133,7 @@ def render_card(run_dir, *, exports: dict | None = None, gates: dict | list | No
             out.append(f"- {'PASS' if gate.get('passed') else 'FAIL'}: {gate.get('line')} ({gate.get('reason')})")
         out.append("")
     training = manifest.get("training") or {}
-    out += ["## Training", "", "```yaml", yaml.safe_dump({k: config.get(k) for k in ("method", "objective",
-                                                                                         "training") if k in config},
-                                                          sort_keys=False).strip(), "```", "",
+    out += ["## Training", "", "```yaml", yaml.safe_dump(chosen_settings(config), sort_keys=False).strip(), "```", "",
             f"{training.get('steps', '?')} optimizer steps; final train loss {training.get('final_train_loss')}.", ""]
     out += ["## Datasheets", ""]
     for split, info in datasets.items():
