@@ -109,3 +109,17 @@ def test_items_carry_prompts_without_template_markup():
     item = make_item("a", "f:1", [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}], "A")
     assert prompt_text(item) == "system: S\nuser: Q"
     assert readable_prompt("<s>[INST] hi [/INST]") == "hi"
+
+
+def test_eval_report_shows_speed_and_the_gguf_file_size(tmp_path):
+    """A GGUF evaluated in llama.cpp against the merged model: the report puts its size and tokens/s beside the
+    transformers side's items/s (what a quantised export buys, next to what the comparison says it costs)."""
+    results = _results()
+    results["models"]["tuned"].update(source="model-q8_0.gguf", items_per_second=2.5, task_seconds=40.0)
+    results["models"]["base"].update(source="merged", items_per_second=3.25, task_seconds=30.8)
+    results["engine"] = {"engine": "llamacpp", "file": "model-q8_0.gguf", "file_bytes": 144811232,
+                         "generated_tokens": 2651, "tokens_per_second": 63.1}
+    speed = write_eval_report(results, tmp_path / "report.html").read_text().split("Speed and size")[1]
+    speed = speed.split("</section>")[0]
+    assert "<td>tuned</td><td>llamacpp</td>" in speed and "138.1 MiB" in speed and "63.1" in speed
+    assert "<td>base</td><td>transformers</td>" in speed and "3.25" in speed and "None" not in speed

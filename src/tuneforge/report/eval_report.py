@@ -46,6 +46,26 @@ def _models_section(results: dict) -> str:
     return section("Models and metrics", f"<ul>{sources}</ul>{body}", "models")
 
 
+def _speed_section(results: dict) -> str:
+    """Generation speed of each model, and for a GGUF file run in llama.cpp its size and tokens/s: what a quantised
+    export buys, next to what it costs in the table above."""
+    engine = results.get("engine") or {}
+    rows = []
+    for name, side in results["models"].items():
+        if side.get("items_per_second") is None:
+            continue
+        mine = engine if name == "tuned" and engine else {}
+        size = f"{mine['file_bytes'] / 2**20:.1f} MiB" if mine.get("file_bytes") else "-"
+        rows.append([escape(name), escape(mine.get("engine", "transformers" if not str(side.get("source", ""))
+                                                   .startswith("endpoint:") else "endpoint")),
+                     fmt(side.get("task_seconds", side.get("seconds"))), fmt(side["items_per_second"]),
+                     fmt(mine["tokens_per_second"]) if mine.get("tokens_per_second") else "-", size])
+    if not rows:
+        return ""
+    return section("Speed and size", table(["model", "engine", "task seconds", "items/s", "generated tokens/s",
+                                            "file"], rows, numeric={2, 3, 4}), "speed")
+
+
 def _slices_section(results: dict) -> str:
     rows = []
     for name, side in results["models"].items():
@@ -129,7 +149,8 @@ def render_eval_report(results: dict, gates_path: Path | None = None) -> str:
     failures = failures_html(task_rows, results.get("headline_metric"), results.get("metrics") or [])
     from tuneforge.report.fairness import cohorts_section, counterfactual_section, human_section
 
-    parts = [gates_html(gates_path) if gates_path else "", _models_section(results), _slices_section(results),
+    parts = [gates_html(gates_path) if gates_path else "", _models_section(results), _speed_section(results),
+             _slices_section(results),
              cohorts_section(results), counterfactual_section(results), human_section(results),
              _labels_section(results),
              _safety_section(results), _contamination_section(results), _judge_section(results),
