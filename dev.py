@@ -67,12 +67,13 @@ def ensure_env(full: bool = True) -> None:
 
 
 def _parallel_args(rest: list[str]) -> list[str]:
-    """The suite runs on up to 4 pytest-xdist workers (a module fixture is built once per worker that runs its tests);
+    """The suite runs on up to 4 pytest-xdist workers (a module fixture is built once per worker that runs its tests;
+    tests marked xdist_group(NAME) share one worker, so an expensive fixture such as the real LoRA run is built once);
     tests/conftest.py gives each worker its share of the cores. Your own `-n`/`--dist` (`-n 0`: one process) override
     this."""
     if any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg == "no:xdist" for arg in rest):
         return []
-    return ["-n", str(max(1, min(os.cpu_count() or 1, 4))), "--dist", "load"]
+    return ["-n", str(max(1, min(os.cpu_count() or 1, 4))), "--dist", "loadgroup"]
 
 
 def main(argv: list[str]) -> int:

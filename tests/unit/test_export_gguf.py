@@ -223,3 +223,17 @@ def test_qwen2_layout_round_trip_is_exact(tmp_path):
                           console=make_console(quiet=True))
     generation = records["f16"]["checks"]["generation"]
     assert generation["identical"] == generation["prompts"]
+
+
+def test_f16_reference_rounds_the_matrices_the_file_stores_and_leaves_vectors(tiny_model):
+    import torch
+
+    from tuneforge.export.gguf_check import weights_as_stored
+
+    rounded = weights_as_stored(tiny_model, torch_dtype="float16")
+    for (name, before), after in zip(tiny_model.named_parameters(), rounded.parameters()):
+        if before.ndim >= 2:
+            assert torch.equal(after, before.half().float()), name
+        else:
+            assert torch.equal(after, before), name  # norm weights stay float32 in the GGUF
+    assert any(not torch.equal(a, b) for a, b in zip(tiny_model.parameters(), rounded.parameters()))
