@@ -230,7 +230,7 @@ def test_f16_reference_rounds_the_matrices_the_file_stores_and_leaves_vectors(ti
 
     from tuneforge.export.gguf_check import weights_as_stored
 
-    rounded = weights_as_stored(tiny_model, torch_dtype="float16")
+    rounded = weights_as_stored(tiny_model)
     for (name, before), after in zip(tiny_model.named_parameters(), rounded.parameters()):
         if before.ndim >= 2:
             assert torch.equal(after, before.half().float()), name

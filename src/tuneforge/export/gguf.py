@@ -142,7 +142,8 @@ def _unpermute_rotary(weight: np.ndarray, n_head: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def _tensor_type(name: str, array: np.ndarray, quant: str):
+def tensor_type(name: str, array, quant: str):
+    """The GGML type `write_gguf` stores a tensor as (`array`: anything with .ndim and .shape)."""
     from gguf import GGMLQuantizationType as Q
 
     if array.ndim < 2:
@@ -175,7 +176,7 @@ def gguf_tensors(state_dict: dict, config, arch: str, quant: str):
             array = _unpermute_rotary(array, n_head)
         elif arch == "LLAMA" and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
             array = _unpermute_rotary(array, n_kv)
-        yield name, array, _tensor_type(name, array, quant)  # get_name keeps the .weight/.bias suffix
+        yield name, array, tensor_type(name, array, quant)  # get_name keeps the .weight/.bias suffix
 
 
 def _file_type(quant: str) -> int:

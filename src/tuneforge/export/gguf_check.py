@@ -128,7 +128,7 @@ def check_generation(llama, model, tokenizer, prompts: list[list[int]], quant: s
         # The file holds the weights rounded to float16: the exact reference is the HF model with those same weights
         # (computed in float32). Against the unrounded fp32 model a near-tie on the greedy path (measured: `{"` vs
         # `{\n` after an 8-step LoRA run) flips with the rounding alone and would refuse a faithful file.
-        model = weights_as_stored(model, torch_dtype="float16")
+        model = weights_as_stored(model)
     engine = InferenceEngine(model, tokenizer, name="merged")
     reference = engine.generate(prompts, max_new_tokens=max_new_tokens, batch_size=8, progress=False)
     stop_ids = stop_token_ids(model, tokenizer)
@@ -168,18 +168,21 @@ def check_generation(llama, model, tokenizer, prompts: list[list[int]], quant: s
     return result
 
 
-def weights_as_stored(model, torch_dtype: str):
-    """A copy of `model` whose matrices are rounded to `torch_dtype` and back, as write_gguf stores them (vectors such
-    as norm weights stay float32 in the file, so they stay unrounded here)."""
+def weights_as_stored(model):
+    """A copy of `model` whose tensors that an f16 GGUF stores as float16 (write_gguf's own tensor_type rule:
+    matrices; vectors such as norm weights stay float32 in the file) are rounded to float16 and back."""
     import copy
 
     import torch
+    from gguf import GGMLQuantizationType
+
+    from tuneforge.export.gguf import tensor_type
 
     rounded = copy.deepcopy(model)
     with torch.no_grad():
-        for tensor in rounded.parameters():
-            if tensor.is_floating_point() and tensor.ndim >= 2:
-                tensor.copy_(tensor.to(getattr(torch, torch_dtype)).to(tensor.dtype))
+        for name, tensor in rounded.named_parameters():
+            if tensor.is_floating_point() and tensor_type(name, tensor, "f16") == GGMLQuantizationType.F16:
+                tensor.copy_(tensor.to(torch.float16).to(tensor.dtype))
     return rounded
 
 
