@@ -60,8 +60,10 @@ def postgres_cluster():
     """Yield the URL (postgresql+psycopg://tuneforge@127.0.0.1:PORT/postgres) of a fresh cluster."""
     bin_dir = postgres_bin()
     user = None
-    root = Path(tempfile.mkdtemp(prefix="tuneforge-pg-"))
-    if os.geteuid() == 0:
+    as_root = os.geteuid() == 0
+    # As root the cluster's user must reach the folder: /tmp, not a $TMPDIR that may sit in root's home.
+    root = Path(tempfile.mkdtemp(prefix="tuneforge-pg-", dir="/tmp" if as_root else None))
+    if as_root:
         try:
             account = pwd.getpwnam("postgres")
         except KeyError:
