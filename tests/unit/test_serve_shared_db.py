@@ -316,3 +316,22 @@ def test_a_sqlite_database_url_shares_limits_between_stores_too(tmp_path):
         assert 30 <= sum(allowed) < 36 and len(allowed) == 60
         key, secret = one.create_key("k")
         assert two.lookup(secret) == key
+
+
+def test_a_replica_whose_clock_is_behind_neither_drains_a_bucket_nor_moves_its_time_back():
+    from tuneforge.serve.limits import Bucket
+
+    bucket = Bucket(60.0, 10.0, 1000.0)
+    bucket.refill(995.0)  # another replica's wall clock, 5 s behind the last writer's
+    assert (bucket.level, bucket.stamp) == (10.0, 1000.0)
+    bucket.refill(1002.0)
+    assert (bucket.level, bucket.stamp) == (12.0, 1002.0)
+
+
+def test_the_postgres_fixture_fails_clearly_when_no_binaries_are_installed(monkeypatch):
+    import tests.pg as pg
+
+    monkeypatch.setattr(pg.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(pg.shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="no PostgreSQL binaries.*dev.py setup"):
+        pg.postgres_bin()
