@@ -105,7 +105,7 @@ class Limits(StrictModel):
 
 class RequestLog(StrictModel):
     enabled: bool = Field(True, description="Write every request (prompt, response, adapter, tokens, latency, key "
-                          "id) to the SQLite request log.")
+                          "id) to the request log (state_dir/serve.db, or the database_url database).")
     redact_pii: bool = Field(False, description="Redact personal data in logged prompts and responses.")
     key_file: str | None = Field(None, description="Encrypt logged prompts and responses at rest with this key "
                                  "file (created, mode 600, on first start; relative to the config file). Without "
