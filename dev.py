@@ -10,7 +10,8 @@ Only a Python >= 3.11 is needed: everything else is installed into ./.venv from 
 constraints.txt. torch is installed first and on its own so that the pinned 2.13.0 build is the
 one used (on a CPU-only machine this resolves to the local CPU wheel, never a CUDA download).
 `quickstart` and `tuneforge` install only the core; `test` and `setup` add the dev extra, whose
-llama-cpp-python is built from source once (cmake and a C++ compiler needed).
+llama-cpp-python is built from source once (cmake and a C++ compiler needed), and, as root on Debian,
+the postgresql package (apt-get) when no PostgreSQL is installed: the serve tests start a throwaway one.
 """
 from __future__ import annotations
 
@@ -66,6 +67,26 @@ def ensure_env(full: bool = True) -> None:
     STAMP.write_text(f"{fingerprint} {'full' if full else 'core'}")
 
 
+def ensure_postgres() -> None:
+    """The serve tests start a throwaway PostgreSQL (tests/pg.py) from the Debian package's binaries: install the
+    package once when they are missing and this is root on Debian (apt-get); otherwise say what is missing."""
+    import glob
+    import shutil
+
+    if glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return
+    if not (os.path.isfile("/etc/debian_version") and shutil.which("apt-get") and os.geteuid() == 0):
+        print("PostgreSQL binaries not found (/usr/lib/postgresql/*/bin/initdb): the shared serve-database tests "
+              "will fail; install the postgresql package (apt-get install --no-install-recommends postgresql)",
+              flush=True)
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"]
+    for cmd in (["apt-get", "update", "-q"], install):
+        print("Installing PostgreSQL for the serve tests: +", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, env=env)
+
+
 def _parallel_args(rest: list[str]) -> list[str]:
     """The suite runs on up to 4 pytest-xdist workers (a module fixture is built once per worker that runs its tests;
     tests marked xdist_group(NAME) share one worker, so an expensive fixture such as the real LoRA run is built once);
@@ -82,6 +103,8 @@ def main(argv: list[str]) -> int:
         return 0
     task, rest = argv[0], argv[1:]
     ensure_env(full=task not in ("quickstart", "tuneforge"))
+    if task in ("setup", "test"):
+        ensure_postgres()
     env = dict(os.environ)
     if task == "setup":
         return 0

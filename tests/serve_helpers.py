@@ -34,13 +34,14 @@ def tiny_base(path: Path) -> Path:
 
 @contextlib.contextmanager
 def running_server(cfg, timeout: float = 60.0):
-    """Yield (base_url, admin_key, app); the server is stopped (and its engine thread joined) on exit."""
+    """Yield (base_url, admin_key, app); the server is stopped (and its engine thread joined) on exit. admin_key is
+    None when the database already had one (a second replica on a shared database)."""
     import uvicorn
 
     from tuneforge.serve.server import build_app, free_port
 
     app, store, created = build_app(cfg)
-    admin_key = created.read_text().strip()
+    admin_key = created.read_text().strip() if created else None
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -13,7 +13,8 @@ app = typer.Typer(no_args_is_help=True, help="Watch a served model: drift of pro
 
 @app.command("drift")
 def drift(
-    log: str = typer.Option(..., help="The server's request log: its serve.db, or the serve config / run it served."),
+    log: str = typer.Option(..., help="The server's request log: its serve.db, its database URL "
+                            "(postgresql://USER@HOST/DB), or the serve config / run it served."),
     train: str = typer.Option(..., help="The training data (any format `tuneforge data validate` reads)."),
     out: str = typer.Option("drift", help="Folder for drift.json and drift.html."),
     max_ks: float = typer.Option(0.3, help="Alert when the prompt-length KS statistic is above this."),
@@ -30,19 +31,22 @@ def drift(
     from tuneforge.data.text import prompt_text
     from tuneforge.serve.drift import compare, html_report, logged_prompts
     from tuneforge.serve.store import Store
+    from tuneforge.serve.store_schema import is_url
 
-    db, cipher = Path(log), None
-    if not (db.is_file() and db.suffix == ".db"):
+    db, cipher = (log if is_url(log) else Path(log)), None
+    if not is_url(log) and not (db.is_file() and db.suffix == ".db"):
         from tuneforge.cli.serve import resolve_target
         from tuneforge.serve.server import DB_FILE
         from tuneforge.serve.store import load_cipher
 
         cfg = resolve_target(log, runs_dir)
-        db = Path(cfg.state_dir) / DB_FILE
+        db = cfg.database_url or Path(cfg.state_dir) / DB_FILE
         cipher = load_cipher(cfg.request_log.key_file) if cfg.request_log.key_file else None
-    if not db.is_file():
+    if isinstance(db, Path) and not db.is_file():
         raise DataError(f"{db}: no request log there", hint="pass --log SERVE.db, or the config/run that was served")
-    production = logged_prompts(Store(db, cipher).requests())
+    with Store(db, cipher) as store:
+        production = logged_prompts(store.requests())
+        db = store.where  # a URL as it may be shown (no password)
     training = [prompt_text(row) for row in load_dataset_file(train).rows]
     if not production:
         raise DataError(f"{db}: the request log has no successful requests yet")

@@ -29,6 +29,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(feedback_app, name="feedback")
 
 TargetArg = typer.Argument(..., help="A serve YAML config or a run directory (zero-config: its base + adapter).")
+DatabaseUrlOpt = typer.Option(
+    None, "--database-url", envvar="TUNEFORGE_DATABASE_URL",
+    help="The server database shared by replicas (postgresql://USER@HOST/DB), instead of the config's "
+         "database_url / state_dir/serve.db; the password may come from $PGPASSWORD.")
 
 
 def resolve_target(target: str, runs_dir: str = "runs", **overrides):
@@ -49,6 +53,7 @@ def start(
     host: str = typer.Option(None, help="Address to listen on (default 127.0.0.1, this machine only)."),
     port: int = typer.Option(None, help="Port (default 8000; 0 picks a free one)."),
     runs_dir: str = typer.Option("runs", help="Where run names are looked up."),
+    database_url: str = DatabaseUrlOpt,
 ) -> None:
     """Start the server."""
     from tuneforge.integrations.quiet import quiet_third_party_output
@@ -56,14 +61,15 @@ def start(
 
     quiet_third_party_output()
 
-    run_server(resolve_target(target, runs_dir, host=host, port=port), announce=typer.echo)
+    run_server(resolve_target(target, runs_dir, host=host, port=port, database_url=database_url),
+               announce=typer.echo)
 
 
-def _store(target: str, runs_dir: str):
+def _store(target: str, runs_dir: str, database_url: str | None):
     from tuneforge.serve.server import open_store
 
     cfg = resolve_target(target, runs_dir)
-    return open_store(cfg.state_dir, cfg.request_log.key_file)
+    return open_store(cfg.state_dir, cfg.request_log.key_file, database_url=database_url or cfg.database_url)
 
 
 @keys_app.command("create")
@@ -76,10 +82,11 @@ def keys_create(
     daily_tokens: int = typer.Option(None, min=1, help="Tokens per UTC day (survives restarts)."),
     admin: bool = typer.Option(False, help="An admin key (adapter load/unload, /metrics)."),
     runs_dir: str = typer.Option("runs", help="Where run names are looked up."),
+    database_url: str = DatabaseUrlOpt,
 ) -> None:
     """Create a key and print its secret (shown once; only its hash is stored)."""
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    key, secret = _store(target, runs_dir).create_key(name, admin=admin, models=allowed, rpm=rpm, tpm=tpm,
+    key, secret = _store(target, runs_dir, database_url).create_key(name, admin=admin, models=allowed, rpm=rpm, tpm=tpm,
                                                        daily_tokens=daily_tokens)
     typer.echo(f"created {key.id} ({name}); secret (shown once):")
     typer.echo(secret)
@@ -87,9 +94,9 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(target: str = TargetArg, runs_dir: str = typer.Option("runs", help="Where run names are looked up."),
-              ) -> None:
+              database_url: str = DatabaseUrlOpt) -> None:
     """Keys with their limits, today's tokens and whether they are revoked."""
-    store = _store(target, runs_dir)
+    store = _store(target, runs_dir, database_url)
     for key in store.list_keys():
         state = "revoked" if key.revoked else "active"
         typer.echo(f"{key.id}  {key.name:<16} {'admin' if key.admin else 'client':<6} {state:<8} "
@@ -100,9 +107,10 @@ def keys_list(target: str = TargetArg, runs_dir: str = typer.Option("runs", help
 
 @keys_app.command("revoke")
 def keys_revoke(target: str = TargetArg, key_id: str = typer.Argument(..., help="The key id (key_...)."),
-                runs_dir: str = typer.Option("runs", help="Where run names are looked up.")) -> None:
-    """Revoke a key; requests with it get 401 from then on (no restart needed)."""
-    if not _store(target, runs_dir).revoke(key_id):
+                runs_dir: str = typer.Option("runs", help="Where run names are looked up."),
+                database_url: str = DatabaseUrlOpt) -> None:
+    """Revoke a key; requests with it get 401 from then on (no restart needed, on every replica)."""
+    if not _store(target, runs_dir, database_url).revoke(key_id):
         raise ConfigError(f"no active key {key_id!r}", hint="`tuneforge serve keys list TARGET` shows the ids")
     typer.echo(f"revoked {key_id}")
 
@@ -113,12 +121,13 @@ def feedback_export(
     out: str = typer.Option(..., help="Folder for chat.jsonl (corrections) and preference.jsonl (preferred "
                             "answers)."),
     runs_dir: str = typer.Option("runs", help="Where run names are looked up."),
+    database_url: str = DatabaseUrlOpt,
 ) -> None:
     """Turn the request log + feedback into training data that `tuneforge data validate` accepts."""
     from tuneforge.atomic import write_text_atomic
     from tuneforge.serve.store import export_feedback
 
-    chat, pairs = export_feedback(_store(target, runs_dir))
+    chat, pairs = export_feedback(_store(target, runs_dir, database_url))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("chat.jsonl", chat), ("preference.jsonl", pairs)):

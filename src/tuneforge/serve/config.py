@@ -105,7 +105,7 @@ class Limits(StrictModel):
 
 class RequestLog(StrictModel):
     enabled: bool = Field(True, description="Write every request (prompt, response, adapter, tokens, latency, key "
-                          "id) to the SQLite request log.")
+                          "id) to the request log (state_dir/serve.db, or the database_url database).")
     redact_pii: bool = Field(False, description="Redact personal data in logged prompts and responses.")
     key_file: str | None = Field(None, description="Encrypt logged prompts and responses at rest with this key "
                                  "file (created, mode 600, on first start; relative to the config file). Without "
@@ -146,6 +146,11 @@ class ServeConfig(StrictModel):
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
     state_dir: str = Field("serve-state", description="Folder of the SQLite database (keys, usage, request log, "
                            "feedback) and the admin key file; relative to the config file.")
+    database_url: str | None = Field(
+        None, description="Keep keys, usage, rate limits, the request log and feedback in this database instead of "
+        "the SQLite file in state_dir, so several replicas behind a load balancer share them: "
+        "postgresql://USER@HOST[:PORT]/DB (psycopg 3; the password may come from $PGPASSWORD or ~/.pgpass rather "
+        "than the file). null: state_dir/serve.db.")
     adapters: list[AdapterEntry] = Field(default_factory=list, description="Adapters loaded at start.")
     max_loaded_adapters: int = Field(8, gt=0, description="Most adapters in memory; the least recently used is "
                                      "unloaded to make room.")
@@ -158,6 +163,21 @@ class ServeConfig(StrictModel):
     cache_size: int = Field(0, ge=0, description="Temperature-0 response cache entries (0: off).")
     rag: RagSettings | None = Field(None, description="Retrieval-augmented chat: indexes served as model names "
                                     "rag/INDEX/MODEL (serve/rag_route.py).")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None:  # the message never repeats the value: it may hold a password
+            from tuneforge.serve.store_schema import BACKENDS, database_url
+
+            try:
+                backend = database_url(value).get_backend_name() if "://" in value else None
+            except Exception:  # noqa: BLE001 - sqlalchemy's ArgumentError/ValueError: not a URL
+                backend = None
+            if backend not in BACKENDS:
+                raise ValueError("not a database URL of " + " or ".join(BACKENDS) + " (e.g. "
+                                 "postgresql://USER@HOST:5432/DB)")
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServeConfig:

@@ -13,11 +13,13 @@ ADMIN_KEY_FILE = "admin.key"
 DB_FILE = "serve.db"
 
 
-def open_store(state_dir: str | Path, key_file: str | None = None, *, create_key: bool = False) -> Store:
+def open_store(state_dir: str | Path, key_file: str | None = None, *, create_key: bool = False,
+               database_url: str | None = None) -> Store:
+    """The server's state: the database URL when one is given (shared by replicas), else state_dir/serve.db."""
     from tuneforge.serve.store import load_cipher
 
     cipher = load_cipher(key_file, create=create_key) if key_file else None
-    return Store(Path(state_dir) / DB_FILE, cipher)
+    return Store(database_url or Path(state_dir) / DB_FILE, cipher)
 
 
 def ensure_admin_key(store: Store, state_dir: str | Path) -> Path | None:
@@ -71,7 +73,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def build_app(cfg: ServeConfig):
     from tuneforge.serve.app import create_app
 
-    store = open_store(cfg.state_dir, cfg.request_log.key_file, create_key=True)
+    Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)  # the admin key file lives there, whatever the database
+    store = open_store(cfg.state_dir, cfg.request_log.key_file, create_key=True, database_url=cfg.database_url)
     created = ensure_admin_key(store, cfg.state_dir)
     return create_app(cfg, store, model_loader(cfg)), store, created
 
@@ -91,7 +94,8 @@ def run_server(cfg: ServeConfig, announce=print) -> None:
     else:
         shown = key_file if key_file.is_file() else "created earlier (see `tuneforge serve keys list`)"
         announce(f"admin key: {shown}")
-    announce(f"state (keys, request log, feedback): {Path(cfg.state_dir) / DB_FILE}")
+    announce(f"state (keys, request log, feedback): {store.where}"
+             + (" (shared: replicas on this database share keys, limits and the log)" if store.shared else ""))
     try:
         uvicorn.run(app, host=cfg.host, port=port, log_level="warning")
     finally:

@@ -12,7 +12,7 @@ from fastapi import Request
 from tuneforge.serve.config import Guardrails, ServeConfig
 from tuneforge.serve.engine import ServingEngine
 from tuneforge.serve.follow import Follower
-from tuneforge.serve.limits import RateLimiter
+from tuneforge.serve.limits import RateLimiter, limiter_for
 from tuneforge.serve.metrics import ServeMetrics
 from tuneforge.serve.protocol import ApiError
 from tuneforge.serve.store import ApiKey, Store
@@ -33,12 +33,16 @@ class State:
     cfg: ServeConfig
     store: Store
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limiter: RateLimiter | None = None  # default: shared through the database when the store is a database URL
     served: Served | None = None
     load_error: str | None = None
     cache: OrderedDict = field(default_factory=OrderedDict)
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
     follower: Follower | None = None
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = limiter_for(self.store)
 
     def ready(self) -> Served:
         """The loaded model, or 503 while it loads (with retry-after) or after it failed to load."""

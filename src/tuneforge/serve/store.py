@@ -1,41 +1,43 @@
-"""The server's embedded SQLite state: API keys (hashed), daily token usage, the request log and feedback.
+"""The server's state: API keys (hashed), daily token usage, the request log and feedback (SQLAlchemy Core).
 
-WAL journal and one commit per write: a killed server loses no committed row and leaves a database SQLite opens
-cleanly. One connection shared under a lock (requests are short; the engine, not SQLite, is the bottleneck).
+Embedded SQLite file by default (STATE_DIR/serve.db; WAL, one commit per write: a killed server loses no committed
+row and leaves a database SQLite opens cleanly; one connection shared under a lock, since requests are short and the
+engine, not the database, is the bottleneck). With a database URL (`database_url`, PostgreSQL via psycopg) several
+replicas share the same keys, usage, log, feedback and rate limits. Tables and engines: serve/store_schema.py.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
 from tuneforge.errors import TuneforgeError
+from tuneforge.serve.store_schema import (
+    BACKENDS,
+    create_tables,
+    database_url,
+    feedback,
+    insert_for,
+    is_url,
+    keys,
+    make_engine,
+    requests,
+    safe_url,
+    sqlite_file,
+    usage,
+)
 
 KEY_PREFIX = "tf-"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL DEFAULT 0,
-  models TEXT, rpm INTEGER, tpm INTEGER, daily_tokens INTEGER, created REAL NOT NULL, revoked REAL);
-CREATE TABLE IF NOT EXISTS usage (key_id TEXT NOT NULL, day TEXT NOT NULL, tokens INTEGER NOT NULL,
-  PRIMARY KEY (key_id, day));
-CREATE TABLE IF NOT EXISTS requests (
-  id TEXT PRIMARY KEY, created REAL NOT NULL, key_id TEXT, model TEXT, adapter TEXT, route TEXT, status INTEGER,
-  prompt TEXT, response TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, latency_s REAL, queue_s REAL,
-  ttft_s REAL, finish_reason TEXT, guardrails TEXT, error TEXT, version INTEGER, arm TEXT, mean_logprob REAL,
-  low_confidence INTEGER);
-CREATE TABLE IF NOT EXISTS feedback (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, response_id TEXT NOT NULL, created REAL NOT NULL, key_id TEXT,
-  rating INTEGER, correction TEXT, preferred TEXT, comment TEXT);
-"""
-# Columns added after the first release: (name, type), added in place to older databases.
-ADDED_COLUMNS = (("version", "INTEGER"), ("arm", "TEXT"), ("mean_logprob", "REAL"), ("low_confidence", "INTEGER"))
 
 
 @dataclass(frozen=True)
@@ -87,30 +89,60 @@ def load_cipher(key_file: str | Path, *, create: bool = False):
 
 
 class Store:
+    """`path`: the SQLite file, or a database URL (sqlite:///FILE or postgresql+psycopg://USER@HOST[:PORT]/DB)."""
+
     def __init__(self, path: str | Path, cipher=None):
-        self.path = Path(path)
         self.cipher = cipher  # set: prompts and responses are stored encrypted (Fernet, AES-128-CBC + HMAC)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self.shared = is_url(path)  # a database URL: replicas share it (and the rate-limit buckets in it)
+        self.where = safe_url(path) if self.shared else str(path)  # for messages: never the password
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            have = {r[1] for r in self._db.execute("PRAGMA table_info(requests)")}
-            for name, kind in ADDED_COLUMNS:
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
-        except sqlite3.DatabaseError as exc:
-            raise TuneforgeError(f"{self.path}: cannot open the server database ({exc})") from None
+            url = database_url(path)
+            if url.get_backend_name() not in BACKENDS:
+                raise TuneforgeError(f"{self.where}: the server database must be SQLite or PostgreSQL, not "
+                                     f"{url.get_backend_name()}", hint="e.g. postgresql+psycopg://USER@HOST/DB")
+            self.path = sqlite_file(url)  # None for a server database
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = make_engine(url)
+            create_tables(self.engine)
+        except TuneforgeError:
+            raise
+        except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+            hint = None
+            if isinstance(exc, ImportError):
+                hint = "PostgreSQL needs psycopg 3: pip install 'tuneforge[postgres]'"
+            elif self.shared:
+                hint = ("check the URL, that the database server is reachable and that the user may create tables "
+                        "(the password may also come from $PGPASSWORD or ~/.pgpass)")
+            raise TuneforgeError(f"{self.where}: cannot open the server database ({reason})", hint=hint) from None
+        # SQLite: one connection (StaticPool) shared by the request threads; a server database: a connection pool.
+        self._lock = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self.engine.dispose()
 
-    def _run(self, sql: str, args=()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One write transaction (committed on exit, rolled back on an error): SQLite takes its write lock up
+        front (BEGIN IMMEDIATE); PostgreSQL rows read FOR UPDATE stay locked until the commit."""
+        with self._lock, self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield conn
+
+    def _read(self, statement) -> list:
+        with self._lock, self.engine.connect() as conn:
+            return conn.execute(statement).all()
+
+    def _write(self, statement, params=None):
+        with self.transaction() as conn:
+            return conn.execute(statement, params)
 
     # ------------------------------------------------------------------ keys
     def create_key(self, name: str, *, admin: bool = False, models: list[str] | None = None, rpm: int | None = None,
@@ -118,10 +150,10 @@ class Store:
         """A new key; the secret is returned once and only its hash is stored."""
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key_id = "key_" + uuid.uuid4().hex[:12]
-        self._run("INSERT INTO keys (id, name, hash, admin, models, rpm, tpm, daily_tokens, created) "
-                  "VALUES (?,?,?,?,?,?,?,?,?)",
-                  (key_id, name, hash_key(secret), int(admin), json.dumps(models) if models else None, rpm, tpm,
-                   daily_tokens, time.time()))
+        self._write(keys.insert().values(
+            id=key_id, name=name, hash=hash_key(secret), admin=int(admin),
+            models=json.dumps(models) if models else None, rpm=rpm, tpm=tpm, daily_tokens=daily_tokens,
+            created=time.time()))
         return self.get_key(key_id), secret
 
     def _key(self, row) -> ApiKey:
@@ -130,31 +162,31 @@ class Store:
                       created, revoked)
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        rows = self._run("SELECT * FROM keys WHERE id = ?", (key_id,))
+        rows = self._read(select(keys).where(keys.c.id == key_id))
         return self._key(rows[0]) if rows else None
 
     def lookup(self, secret: str) -> ApiKey | None:
-        rows = self._run("SELECT * FROM keys WHERE hash = ? AND revoked IS NULL", (hash_key(secret),))
+        rows = self._read(select(keys).where(keys.c.hash == hash_key(secret), keys.c.revoked.is_(None)))
         return self._key(rows[0]) if rows else None
 
     def list_keys(self) -> list[ApiKey]:
-        return [self._key(r) for r in self._run("SELECT * FROM keys ORDER BY created")]
+        return [self._key(r) for r in self._read(select(keys).order_by(keys.c.created))]
 
     def revoke(self, key_id: str) -> bool:
-        with self._lock:
-            cursor = self._db.execute("UPDATE keys SET revoked = ? WHERE id = ? AND revoked IS NULL",
-                                      (time.time(), key_id))
-            return cursor.rowcount > 0
+        result = self._write(update(keys).where(keys.c.id == key_id, keys.c.revoked.is_(None))
+                             .values(revoked=time.time()))
+        return result.rowcount > 0
 
     # ------------------------------------------------------------------ daily quota
     def tokens_today(self, key_id: str) -> int:
-        rows = self._run("SELECT tokens FROM usage WHERE key_id = ? AND day = ?", (key_id, today()))
+        rows = self._read(select(usage.c.tokens).where(usage.c.key_id == key_id, usage.c.day == today()))
         return int(rows[0][0]) if rows else 0
 
     def add_tokens(self, key_id: str, tokens: int) -> None:
-        self._run("INSERT INTO usage (key_id, day, tokens) VALUES (?,?,?) "
-                  "ON CONFLICT (key_id, day) DO UPDATE SET tokens = tokens + excluded.tokens",
-                  (key_id, today(), int(tokens)))
+        """Add to today's count in one statement (an upsert: concurrent replicas add up, none overwrites)."""
+        statement = insert_for(self.engine)(usage).values(key_id=key_id, day=today(), tokens=int(tokens))
+        self._write(statement.on_conflict_do_update(index_elements=[usage.c.key_id, usage.c.day],
+                                                    set_={"tokens": usage.c.tokens + statement.excluded.tokens}))
 
     # ------------------------------------------------------------------ request log + feedback
     def log_request(self, **row) -> None:
@@ -165,33 +197,24 @@ class Store:
             for column in _SECRET_COLUMNS:
                 if row.get(column) is not None:
                     row[column] = ENCRYPTED + self.cipher.encrypt(row[column].encode()).decode()
-        columns = ", ".join(row)
-        self._run(f"INSERT INTO requests ({columns}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        self._write(requests.insert(), row)
 
     def request(self, request_id: str) -> dict | None:
-        with self._lock:
-            cursor = self._db.execute("SELECT * FROM requests WHERE id = ?", (request_id,))
-            row = cursor.fetchone()
-            return self._readable(dict(zip([c[0] for c in cursor.description], row))) if row else None
+        rows = self._read(select(requests).where(requests.c.id == request_id))
+        return self._readable(dict(rows[0]._mapping)) if rows else None
 
     def requests(self) -> list[dict]:
-        with self._lock:
-            cursor = self._db.execute("SELECT * FROM requests ORDER BY created")
-            names = [c[0] for c in cursor.description]
-            return [self._readable(dict(zip(names, r))) for r in cursor.fetchall()]
+        return [self._readable(dict(r._mapping)) for r in self._read(select(requests).order_by(requests.c.created))]
 
     def version_rows(self, model: str, since: float = 0.0) -> list[dict]:
         """Registry-routed requests of a served name since a time, with their latest feedback rating (what live
         canary statistics are computed from; prompts and responses are not read)."""
-        with self._lock:
-            cursor = self._db.execute(
-                "SELECT r.id, r.version, r.arm, r.status, r.latency_s, r.guardrails, r.low_confidence, "
-                "(SELECT f.rating FROM feedback f WHERE f.response_id = r.id AND f.rating IS NOT NULL "
-                " ORDER BY f.id DESC LIMIT 1) AS rating "
-                "FROM requests r WHERE r.model = ? AND r.version IS NOT NULL AND r.created >= ? ORDER BY r.created",
-                (model, since))
-            names = [c[0] for c in cursor.description]
-            return [dict(zip(names, r)) for r in cursor.fetchall()]
+        r, f = requests.c, feedback.c
+        rating = (select(f.rating).where(f.response_id == r.id, f.rating.is_not(None)).order_by(f.id.desc())
+                  .limit(1).scalar_subquery().label("rating"))
+        statement = (select(r.id, r.version, r.arm, r.status, r.latency_s, r.guardrails, r.low_confidence, rating)
+                     .where(r.model == model, r.version.is_not(None), r.created >= since).order_by(r.created))
+        return [dict(row._mapping) for row in self._read(statement)]
 
     def _readable(self, row: dict) -> dict:
         """Decrypt the secret columns when this store has the key; without it they stay ciphertext."""
@@ -203,23 +226,20 @@ class Store:
                 try:
                     row[column] = self.cipher.decrypt(value[len(ENCRYPTED):].encode()).decode()
                 except InvalidToken:
-                    raise TuneforgeError(f"{self.path}: the request log was encrypted with another key") from None
+                    raise TuneforgeError(f"{self.where}: the request log was encrypted with another key") from None
         return row
 
     def add_feedback(self, response_id: str, key_id: str | None, *, rating: int | None, correction: str | None,
                      preferred: str | None, comment: str | None) -> int:
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO feedback (response_id, created, key_id, rating, correction, preferred, comment) "
-                "VALUES (?,?,?,?,?,?,?)", (response_id, time.time(), key_id, rating, correction, preferred, comment))
-            return int(cursor.lastrowid)
+        result = self._write(feedback.insert().values(
+            response_id=response_id, created=time.time(), key_id=key_id, rating=rating, correction=correction,
+            preferred=preferred, comment=comment))
+        return int(result.inserted_primary_key[0])
 
     def feedback(self) -> list[dict]:
-        with self._lock:
-            cursor = self._db.execute("SELECT f.*, r.prompt, r.response, r.model FROM feedback f "
-                                      "JOIN requests r ON r.id = f.response_id ORDER BY f.id")
-            names = [c[0] for c in cursor.description]
-            return [self._readable(dict(zip(names, r))) for r in cursor.fetchall()]
+        statement = (select(feedback, requests.c.prompt, requests.c.response, requests.c.model)
+                     .join_from(feedback, requests, feedback.c.response_id == requests.c.id).order_by(feedback.c.id))
+        return [self._readable(dict(r._mapping)) for r in self._read(statement)]
 
 
 def export_feedback(store: Store) -> tuple[list[dict], list[dict]]:
