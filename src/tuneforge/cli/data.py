@@ -425,8 +425,10 @@ def synth(
 
     Example: tuneforge data synth --from-index index --model smollm2-135m-instruct --n 200 --out raft.jsonl
     """
+    from tuneforge.integrations.quiet import quiet_third_party_output
     from tuneforge.rag.raft import rejected_path, synth_from_index
 
+    quiet_third_party_output()
     result = synth_from_index(from_index, model, Path(out), n=n, distractors=distractors, oracle_share=oracle_share,
                               seed=seed, temperature=temperature, question_tokens=question_tokens,
                               answer_tokens=answer_tokens)

@@ -13,6 +13,14 @@ ModelOption = Annotated[str | None, typer.Option("--embedding-model", help="Embe
                                                  "(default all-minilm-l6-v2), sentence-transformers folder or hub id.")]
 
 
+@app.callback()
+def _quiet() -> None:
+    # Every rag command loads models: our own messages only, not weight-loading bars or bitsandbytes notices.
+    from tuneforge.integrations.quiet import quiet_third_party_output
+
+    quiet_third_party_output()
+
+
 def _out():
     from tuneforge.console import make_console
 
