@@ -152,6 +152,39 @@ def test_unsupported_adapters_fall_back_to_peft_per_layer(tokenizer, adapters, t
     peft_calls.clear()
     _logits(engine, input_ids, ["a", "b", BASE_ADAPTER, "a"])  # without it, every layer stacks
     assert peft_calls == []
+    peft_calls.clear()
+    with torch.enable_grad():  # autograd on: PEFT's path, where gradients reach the LoRA weights (stacks are copies)
+        engine.model(input_ids=input_ids, adapter_names=["a", "b", BASE_ADAPTER, "a"])
+    assert len(peft_calls) == 8, peft_calls  # q/k/v/o of both layers
     engine.model.train()  # training mode (dropout on): PEFT refuses adapter_names at all, the stacks never run
     with pytest.raises(ValueError, match="training mode"):
         _logits(engine, input_ids, names)
+
+
+def test_half_precision_stacks_match_peft(tokenizer, adapters):
+    """bf16 weights: the stacked path runs in bf16 and stays as close to PEFT's as bf16 allows; its per-row scaling
+    is applied in fp32 like PEFT's Python float (7/6 rounded to bf16 would shrink every delta by 0.2%)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    layer_model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False)),
+                                 LoraConfig(r=6, lora_alpha=7, target_modules=["0"], init_lora_weights=False)).eval()
+    layer = layer_model.base_model.model[0]
+    torch.nn.init.zeros_(layer.base_layer.weight)  # the output is the LoRA delta alone
+    x = torch.randn(8, 16, 64)
+    exact = (x @ layer.lora_A["default"].weight.T @ layer.lora_B["default"].weight.T) * (7 / 6)
+    layer_model.to(torch.bfloat16)
+    peft_mixed_lora.prepare(layer_model)
+    with torch.no_grad():
+        delta = layer(x.to(torch.bfloat16), adapter_names=["default"] * 8).float()
+    ratio = (delta * exact).sum() / (exact * exact).sum()  # least-squares gain of the bf16 delta over the exact one
+    assert abs(ratio.item() - 1) < 5e-4, ratio
+    engine = _engine(tokenizer, adapters)
+    engine.model.to(torch.bfloat16)
+    input_ids = torch.randint(3, 2000, (len(NAMES), 5), generator=torch.Generator().manual_seed(3))
+    stacked = _logits(engine, input_ids, NAMES)
+    peft_mixed_lora.restore(engine.model)
+    upstream = _logits(engine, input_ids, NAMES)
+    assert stacked.dtype == torch.bfloat16
+    torch.testing.assert_close(stacked.float(), upstream.float(), atol=3e-2, rtol=0)
+    assert (stacked.float() - upstream.float()).abs().mean() < 2e-3

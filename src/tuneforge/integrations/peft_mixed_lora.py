@@ -3,9 +3,9 @@
 name per row, "__base__" for the bare base) on the LoRA Linear layers of a model the `InferenceEngine` serves.
 
 Upstream behaviour replaced: for every distinct adapter in the batch PEFT builds the row list in Python, indexes the
-sub-batch, runs lora_A, lora_B and the scaling on it and index-adds the result back: with k adapters about 5k small
-kernels (and k host-to-device index copies on an accelerator) per target module per decoding step; measured on the
-serving benchmark as mixed-adapter throughput 0.77x single-adapter.
+sub-batch, runs lora_A, lora_B and the scaling on it and index-adds the result back: with k adapters k times half a
+dozen small kernels (and k host-to-device index copies on an accelerator) per target module per decoding step;
+measured on the serving benchmark as mixed-adapter throughput 0.77x single-adapter.
 
 Here, per layer, the adapters present in the batch are stacked along the rank axis (S-LoRA/punica in spirit, with a
 mask instead of a per-row weight gather): A_cat [sum r, in] and B_cat [out, sum r], ranks as they are (no padding),
@@ -16,14 +16,16 @@ elsewhere (a base row, or an adapter this layer does not target: all 0). Then
 
 two GEMMs and one multiply whatever the number of adapters, the same for a single-adapter batch. The row's delta is
 PEFT's `lora_B(lora_A(x)) * scaling` up to float rounding (scaling applied before B instead of after; the other
-adapters' slots add exact zeros), so greedy answers in a mixed batch are those of each request alone, as with PEFT's
-own path. Flops grow with the summed rank of the adapters *in the batch* (3 adapters of r 16 on a 576-wide layer:
-48 extra columns, about a sixth of the base matmul of q_proj); for batches mixing many adapters of large rank a
-per-row weight gather (bmm) would do fewer flops, at the price of copying r x (in + out) weights per row per step.
+adapters' slots add exact zeros, though the summation may group differently): logits within ~1e-6 of PEFT's and of
+the row alone, so a mixed batch gives each request its greedy answer alone except on a near-tie (which PEFT's path,
+whose base matmul also depends on the batch, does not rule out either). Flops grow with the summed rank of the
+adapters *in the batch* (3 adapters of r 16 on a 576-wide layer: 48 extra columns, about a sixth of the base matmul
+of q_proj); for batches mixing many adapters of large rank a per-row weight gather (bmm) would do fewer flops, at the
+price of copying r x (in + out) weights per row per step.
 
 Memory: one extra copy of the LoRA weights of the adapters in the current batch, per layer (r x (in + out) values per
-adapter per layer, about 1.2 MB in fp32 for an r 16 q/k/v/o adapter on SmolLM2-135M), kept until the next batch uses a
-different set of adapters or `prepare` runs again; plus a [batch, sum r] mask per layer.
+adapter per layer: the adapter's own size, about 7.4 MB in fp32 for an r 16 q/k/v/o adapter on SmolLM2-135M), kept
+until a batch uses a different set of adapters or `prepare` runs again; plus a [batch, sum r] mask per layer.
 
 Staleness: the stacks are copies, so `prepare(model)` must run after every adapter load or removal
 (`InferenceEngine.add_adapter` / `remove_adapter` do, which covers the server's register/unregister and its LRU pool):
@@ -41,6 +43,8 @@ Falls back to PEFT's own `_mixed_batch_forward` (unchanged behaviour):
   device.
 Training never goes through here: only the inference engine patches a model, and PEFT refuses `adapter_names` in
 training mode.
+
+Also here, for adapters removed at run time: `delete_adapter`, around a PEFT quirk that leaves a deleted adapter active.
 """
 from __future__ import annotations
 
