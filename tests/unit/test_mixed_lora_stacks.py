@@ -103,6 +103,8 @@ def test_stacks_follow_adapters_removed_and_added_at_run_time(tokenizer, adapter
     stacked = _logits(engine, input_ids, names)
     reference = _engine(tokenizer, {"a": adapters["a"], "b": adapters["c"]}, names=("a", "b"), stacked=False)
     torch.testing.assert_close(stacked, _logits(reference, input_ids, names), atol=1e-5, rtol=0)
+    # The active adapter, while b now targets other modules: PEFT alone would leave "a" active (KeyError on the next
+    # forward); peft_mixed_lora.delete_adapter activates b.
     engine.remove_adapter("a")
     only_b = _logits(engine, input_ids, ["b", "b", BASE_ADAPTER, "b"])
     torch.testing.assert_close(only_b, _logits(reference, input_ids, ["b", "b", BASE_ADAPTER, "b"]),

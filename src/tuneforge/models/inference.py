@@ -227,7 +227,7 @@ class InferenceEngine:
     #: In that loop, compute a batch's common prompt prefix once.
     share_prefix = True
     #: Mixed-adapter batches run LoRA Linear layers as two stacked matmuls (integrations/peft_mixed_lora.py) instead
-    #: of PEFT's loop over the adapters (False: PEFT's own path).
+    #: of PEFT's loop over the adapters (False: PEFT's own path); read at every adapter load and removal.
     stacked_lora = True
 
     def __init__(self, model, tokenizer, name: str = "model"):
