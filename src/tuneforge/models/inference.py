@@ -226,6 +226,9 @@ class InferenceEngine:
     merge_lora = True
     #: In that loop, compute a batch's common prompt prefix once.
     share_prefix = True
+    #: Mixed-adapter batches run LoRA Linear layers as two stacked matmuls (integrations/peft_mixed_lora.py) instead
+    #: of PEFT's loop over the adapters (False: PEFT's own path); read at every adapter load and removal.
+    stacked_lora = True
 
     def __init__(self, model, tokenizer, name: str = "model"):
         self.model, self.tokenizer, self.name = model, tokenizer, name
@@ -263,16 +266,30 @@ class InferenceEngine:
         else:
             self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
         self.model.eval()
+        self._adapters_changed()
 
     def remove_adapter(self, name: str) -> None:
         """Detach adapter `name` and free its weights; with the last one gone the bare base model is back."""
         if name not in self.adapters:
             raise TuneforgeError(f"no adapter named {name!r} is loaded")
+        from tuneforge.integrations import peft_mixed_lora
+
         if len(self.adapters) == 1:
             self.model = self.model.unload()  # LoRA layers replaced by the untouched base layers
         else:
-            self.model.delete_adapter(name)
+            peft_mixed_lora.delete_adapter(self.model, name)
         self.model.eval()
+        self._adapters_changed()
+
+    def _adapters_changed(self) -> None:
+        """(Re)patch the LoRA layers for stacked mixed-adapter batches and drop their stacks, which copy the
+        weights of the adapters loaded until now."""
+        from tuneforge.integrations import peft_mixed_lora
+
+        if self.stacked_lora:
+            peft_mixed_lora.prepare(self.model)
+        else:
+            peft_mixed_lora.restore(self.model)
 
     @property
     def adapters(self) -> list[str]:
@@ -313,7 +330,8 @@ class InferenceEngine:
 
         temperature 0 is greedy (argmax); above 0 samples with `top_p`, seeded by `seed` (reproducible for the
         same prompts and batch size). `adapters` names an adapter per prompt (None or BASE_ADAPTER: the base);
-        different adapters share one batch through PEFT's mixed-adapter forward.
+        different adapters share one batch through PEFT's mixed-adapter forward (its LoRA Linear layers stacked,
+        see `stacked_lora`).
 
         `max_new_tokens` may be one limit per prompt (a server batching requests that asked for different
         lengths): a batch runs to its largest limit and each row is cut at its own, so a row's tokens are the same
