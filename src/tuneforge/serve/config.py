@@ -134,10 +134,18 @@ class ServeConfig(StrictModel):
     base_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name of the base in the `model` field "
                                   "(default: the catalog name or folder name).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
-    engine: Literal["tuneforge", "llamacpp"] = Field(
-        "tuneforge", description="Inference engine: the embedded tuneforge engine (adapters, batching), or llamacpp "
-        "for a .gguf base (quantized CPU inference, one request at a time, no adapters).")
+    engine: Literal["tuneforge", "llamacpp", "vllm"] = Field(
+        "tuneforge", description="Inference engine: the embedded tuneforge engine (adapters, batching), llamacpp "
+        "for a .gguf base (quantized CPU inference, one request at a time, no adapters), or vllm for a GPU "
+        "(needs `pip install vllm`; LoRA adapters only, at most max_loaded_adapters per batch).")
     n_ctx: int = Field(2048, gt=0, description="llamacpp: context window in tokens.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: share of the GPU's memory vLLM "
+                                          "takes for the weights, the adapters and its KV cache.")
+    max_lora_rank: int = Field(64, gt=0, description="vllm: largest LoRA rank an adapter may have (vLLM reserves "
+                               "adapter slots of this rank; one of the ranks vLLM supports: 8, 16, 32, 64, 128, "
+                               "256, ...). Adapters above it are refused at load.")
+    max_model_len: int | None = Field(None, gt=0, description="vllm: longest prompt + answer in tokens (default: "
+                                      "the model's context window; lower it to fit a smaller GPU).")
     registry_db: str | None = Field(None, description="Model registry database for registry:NAME@ALIAS paths "
                                     "(default: $TUNEFORGE_REGISTRY, else runs/../registry.db).")
     registry_poll_s: float = Field(1.0, gt=0, le=60, description="How often the registry is polled for alias "
@@ -190,6 +198,10 @@ class ServeConfig(StrictModel):
         if needed > self.max_loaded_adapters:
             raise ValueError(f"the adapters need {needed} slots (a registry alias takes 2: production and canary) "
                              f"but max_loaded_adapters is {self.max_loaded_adapters}")
+        vllm_only = sorted({"gpu_memory_utilization", "max_lora_rank", "max_model_len"} & self.model_fields_set)
+        if vllm_only and self.engine != "vllm":
+            raise ValueError(f"{', '.join(vllm_only)}: vllm settings, but engine is {self.engine}; set `engine: "
+                             "vllm` or remove them")
         if self.engine == "llamacpp" and self.adapters:
             raise ValueError("engine llamacpp serves one GGUF file and no adapters; merge the adapter and export it "
                              "(`tuneforge export RUN --gguf`), or use engine tuneforge")

@@ -55,10 +55,20 @@ def model_loader(cfg: ServeConfig):
                 raise ConfigError(f"base {cfg.base}: engine llamacpp serves a .gguf file",
                                   hint="export one with `tuneforge export RUN --gguf` and name the file as base")
             return LlamaCppEngine(gguf, n_ctx=cfg.n_ctx, name=cfg.base), Path(gguf).name, None
+        if cfg.engine == "vllm" and ref.kind == "gguf":
+            raise ConfigError(f"base {cfg.base}: engine vllm serves a Hugging Face model folder, not a .gguf file",
+                              hint="name the base model (or its folder) as base, or use engine llamacpp")
         base_ref = ref.base if ref.adapter_path else ref
         resolved = resolve_model(base_ref.model_path)
-        engine = InferenceEngine(load_model(resolved, cfg.dtype), load_tokenizer(resolved), name=cfg.base)
         name = Path(cfg.base).name if ref.kind in ("folder", "gguf", "run") else cfg.base
+        if cfg.engine == "vllm":
+            from tuneforge.serve.vllm_engine import VllmEngine
+
+            engine = VllmEngine(resolved, name=cfg.base, dtype=cfg.dtype, max_loras=cfg.max_loaded_adapters,
+                                max_lora_rank=cfg.max_lora_rank, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                max_model_len=cfg.max_model_len)
+            return engine, name, resolved.weights_sha256
+        engine = InferenceEngine(load_model(resolved, cfg.dtype), load_tokenizer(resolved), name=cfg.base)
         return engine, name, resolved.weights_sha256
 
     return load
@@ -72,6 +82,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def build_app(cfg: ServeConfig):
     from tuneforge.serve.app import create_app
+
+    if cfg.engine == "vllm":  # fail at start with the config field named, not later in /health
+        from tuneforge.serve.vllm_engine import require_vllm
+
+        require_vllm()
 
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)  # the admin key file lives there, whatever the database
     store = open_store(cfg.state_dir, cfg.request_log.key_file, create_key=True, database_url=cfg.database_url)
