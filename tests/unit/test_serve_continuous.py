@@ -10,7 +10,7 @@ from tests.serve_helpers import tiny_adapter
 from tests.tiny_models import build_chatty_model
 from tuneforge.models.decoding import left_padded
 from tuneforge.models.inference import InferenceEngine
-from tuneforge.serve.continuous import merge_caches, trim_padding
+from tuneforge.serve.continuous import merge_caches, supports, trim_padding
 from tuneforge.serve.engine import Job, ServingEngine
 
 PROMPTS = ["hello", "the quick brown fox jumps", "a", "one two three four five six", "Why is the sky blue?", "x y",
@@ -298,3 +298,19 @@ def test_continuous_off_keeps_the_batch_at_a_time_path(tokenizer):
         assert calls == [1]
     finally:
         serving.close()
+
+
+def test_engines_the_loop_cannot_serve_keep_the_batch_path(tokenizer):
+    from types import SimpleNamespace
+
+    from transformers import MistralConfig, MistralForCausalLM
+
+    engine = InferenceEngine(build_chatty_model(), tokenizer)
+    assert supports(engine)
+    sliding = MistralForCausalLM(MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                               sliding_window=4))
+    assert not supports(InferenceEngine(sliding, tokenizer))  # a sliding-window cache cannot be left-padded
+    assert not supports(SimpleNamespace(stop_ids={2}, prompt_ids=list))  # llama.cpp-like: no torch model
+    engine.continuous_batching = False
+    assert not supports(engine)

@@ -44,13 +44,19 @@ from tuneforge.models.inference import (
 
 
 def supports(engine) -> bool:
-    """Whether `engine` can serve greedy requests through a `ContinuousBatch`."""
+    """Whether `engine` can serve greedy requests through a `ContinuousBatch` (checked per batch: the model changes
+    when the first adapter is attached)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    if not hasattr(engine, "model") or not hasattr(engine, "tokenizer"):
-        return False  # not an InferenceEngine (llama.cpp, ...)
-    target = fast_greedy_target(engine.model)
+    if not getattr(engine, "continuous_batching", True):
+        return False  # an engine can opt out
+    if not isinstance(getattr(engine, "model", None), torch.nn.Module) or not hasattr(engine, "tokenizer"):
+        return False  # not a transformers model behind an InferenceEngine (llama.cpp, ...)
+    try:
+        target = fast_greedy_target(engine.model)
+    except (TypeError, ValueError, AttributeError):  # a forward without an inspectable signature
+        return False
     if target is None:
         return False
     cache = DynamicCache(config=getattr(target, "config", None))
@@ -61,9 +67,11 @@ def merge_caches(cache, mask: torch.Tensor, other, other_mask: torch.Tensor) -> 
     """Append the rows of `other` (a DynamicCache, [rows, seq] attention mask) to `cache` in place; returns the
     merged mask. The side with the shorter sequence axis is left-padded: zero keys/values, mask 0."""
     width = max(mask.shape[1], other_mask.shape[1])
-    for mine, theirs in zip(cache.layers, other.layers, strict=True):
-        if mine.keys.shape[-2] != mask.shape[1] or theirs.keys.shape[-2] != other_mask.shape[1]:
-            raise ValueError("a cache's sequence length differs from its attention mask's")
+    if len(cache.layers) != len(other.layers) or any(
+            mine.keys.shape[-2] != mask.shape[1] or theirs.keys.shape[-2] != other_mask.shape[1]
+            for mine, theirs in zip(cache.layers, other.layers)):
+        raise ValueError("the caches do not match their attention masks or each other")  # checked before any change
+    for mine, theirs in zip(cache.layers, other.layers):
         mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)], dim=0)
         mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)], dim=0)
     return torch.cat([F.pad(mask, (width - mask.shape[1], 0)), F.pad(other_mask, (width - other_mask.shape[1], 0))])
@@ -109,7 +117,6 @@ class ContinuousBatch:
         self.cache = None
         self.mask: torch.Tensor | None = None   # [rows, cache length]
         self.last: torch.Tensor | None = None   # [rows, 1]: position of each row's last cached token
-        self.steps = 0                          # decoding steps run (joins not counted)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -164,7 +171,6 @@ class ContinuousBatch:
         self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=device)], 1)
         self.last = self.last + 1
         logits = self._forward(step_ids, self.mask, self.last, self.cache, [r.job.adapter for r in self.rows])
-        self.steps += 1
         done = self._emit(self.rows, logits)
         if done:
             finished = {id(job) for job, _ in done}
