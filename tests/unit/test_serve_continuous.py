@@ -314,3 +314,22 @@ def test_engines_the_loop_cannot_serve_keep_the_batch_path(tokenizer):
     assert not supports(SimpleNamespace(stop_ids={2}, prompt_ids=list))  # llama.cpp-like: no torch model
     engine.continuous_batching = False
     assert not supports(engine)
+
+
+def test_scored_requests_get_the_mean_logprob_of_the_batch_path(tokenizer, adapters):
+    results = {}
+    for continuous in (True, False):
+        engine = InferenceEngine(build_chatty_model(), tokenizer)
+        serving = ServingEngine(engine, max_loaded=2, max_batch_size=4, window_ms=50, max_queue=64,
+                                continuous=continuous)
+        try:
+            serving.control(lambda s=serving: s.register("a", adapters["a"])).result()
+            jobs = [Job(engine.prompt_ids(PROMPTS[i]), name, 5, score=True) for i, name in ((6, "a"), (1, None))]
+            for job in jobs:
+                serving.submit(job)
+            results[continuous] = [(j.future.result(timeout=60).token_ids, j.mean_logprob) for j in jobs]
+        finally:
+            serving.close()
+    for (tokens, logprob), (expected_tokens, expected) in zip(results[True], results[False]):
+        assert tokens == expected_tokens and logprob is not None
+        assert logprob == pytest.approx(expected, abs=1e-5)
