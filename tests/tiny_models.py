@@ -27,3 +27,17 @@ def build_tiny_model(seed: int = 0):
         pad_token_id=2,
     )
     return LlamaForCausalLM(config)
+
+
+def build_chatty_model():
+    """The tiny model with its layer matrices redrawn at std 0.2: at the default init the residual stream is the
+    embedding and every prompt just repeats its last token, which would make answer comparisons trivially equal."""
+    import torch
+
+    model = build_tiny_model()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.model.layers.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.2)
+    return model

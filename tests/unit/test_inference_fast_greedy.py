@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.tiny_models import build_tiny_model
+from tests.tiny_models import build_chatty_model
 from tuneforge.models import decoding
 from tuneforge.models.inference import InferenceEngine
 
@@ -32,22 +32,10 @@ def _reference(model, prompt: list[int], steps: int, stop_ids=()) -> list[int]:
     return ids[len(prompt):]
 
 
-def _chatty_model():
-    """The tiny model with its layer matrices redrawn at std 0.2: at the default init the residual stream is the
-    embedding and every prompt just repeats its last token, which would make every comparison here trivially equal."""
-    model = build_tiny_model()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.model.layers.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 0.2)
-    return model
-
-
 def _lora(seed: int = 1):
     from peft import LoraConfig, get_peft_model
 
-    model = _chatty_model()
+    model = build_chatty_model()
     torch.manual_seed(seed)
     return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
                                             init_lora_weights=False))
@@ -55,7 +43,7 @@ def _lora(seed: int = 1):
 
 @pytest.fixture()
 def chatty():
-    return _chatty_model()
+    return build_chatty_model()
 
 
 def _spy_prefix(monkeypatch) -> list[int]:
@@ -108,7 +96,7 @@ def test_one_adapter_is_merged_for_the_call_and_the_model_is_left_as_it_was(toke
     assert counts == [2 * 3], "q, v and o of both layers should have been merged"
     expected = [_reference(model, p, 6, {2}) for p in prompts]
     assert got == expected
-    base = [_reference(_chatty_model(), p, 6, {2}) for p in prompts]
+    base = [_reference(build_chatty_model(), p, 6, {2}) for p in prompts]
     assert got != base, "the adapter should change some answer"
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -125,7 +113,7 @@ def test_one_adapter_is_merged_for_the_call_and_the_model_is_left_as_it_was(toke
 def test_mixed_adapters_stay_on_the_peft_path_and_match_each_adapter_alone(tokenizer, tmp_path):
     for seed, name in ((1, "a"), (2, "b")):
         _lora(seed).save_pretrained(tmp_path / name)
-    engine = InferenceEngine(_chatty_model(), tokenizer)
+    engine = InferenceEngine(build_chatty_model(), tokenizer)
     engine.add_adapter("a", str(tmp_path / "a"))
     engine.add_adapter("b", str(tmp_path / "b"))
     prompts = _chat_prompts(engine)[:4]
@@ -193,6 +181,6 @@ def test_each_saving_can_be_switched_off_with_the_same_answers(tokenizer, switch
 def test_prompt_tuning_is_left_to_generate():
     from peft import PromptTuningConfig, get_peft_model
 
-    model = get_peft_model(_chatty_model(), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    model = get_peft_model(build_chatty_model(), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
     assert decoding.fast_greedy_target(model) is None
     assert decoding.fast_greedy_target(_lora()) is not None

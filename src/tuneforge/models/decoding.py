@@ -132,16 +132,7 @@ def greedy_batch(
     if prefix:
         model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True, **keep_logits)
         cache.batch_repeat_interleave(count)
-    suffixes = [list(r[len(prefix):]) for r in rows]
-    width = max(len(s) for s in suffixes)
-    input_ids = torch.full((count, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((count, len(prefix) + width), dtype=torch.long)
-    mask[:, : len(prefix)] = 1
-    for row, suffix in enumerate(suffixes):
-        input_ids[row, width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
-        mask[row, len(prefix) + width - len(suffix):] = 1
-    # Positions count real tokens only; a padding slot's position is never seen (its key is masked).
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    input_ids, mask, positions = left_padded([r[len(prefix):] for r in rows], pad_id, prefix=len(prefix))
     mask, positions = mask.to(device), positions.to(device)
     logits = model(input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions[:, len(prefix):],
                    past_key_values=cache, use_cache=True, **keep_logits).logits
@@ -178,6 +169,24 @@ def greedy_batch(
         last = last + 1
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=last, past_key_values=cache,
                        use_cache=True).logits
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, *, prefix: int = 0):
+    """Rows laid out as [prefix][padding][own tokens]: (input_ids [n, width] without the prefix, attention mask
+    [n, prefix + width] with the padding 0, position ids [n, prefix + width] counting real tokens only).
+
+    A padding slot's position is never seen (its key is masked); the `prefix` columns are real tokens every row
+    shares (already in a cache). Used by `greedy_batch` and the serving engine's continuous batch.
+    """
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), prefix + width), dtype=torch.long)
+    mask[:, :prefix] = 1
+    for row, tokens in enumerate(rows):
+        input_ids[row, width - len(tokens):] = torch.tensor(list(tokens), dtype=torch.long)
+        mask[row, prefix + width - len(tokens):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return input_ids, mask, positions
 
 
 def _logits_to_keep(model) -> dict:

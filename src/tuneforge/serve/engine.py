@@ -1,10 +1,13 @@
 """The serving engine: one base model in memory, adapters attached by name (LRU pool), dynamic batching.
 
 One worker thread owns the `InferenceEngine` (torch calls never run concurrently, adapters are never swapped under
-a running batch). Requests queue up; the worker takes the first, waits `window_ms` for more (up to
-`max_batch_size`), and runs them as one `engine.generate` call per sampling setting, with per-prompt adapters
-(PEFT's mixed-adapter batch) and per-prompt max_tokens. Adapter loads/unloads are queued like requests, so every
-request queued before an unload still runs on the adapter it asked for.
+a running batch). Requests queue up; the worker takes the first and waits `window_ms` for more (up to
+`max_batch_size`). Greedy requests (temperature 0, any adapter) then run as a continuous batch (serve/continuous.py):
+at every decoding step finished rows leave and queued greedy requests join, so a request arriving while a batch runs
+starts at the next step. Sampled requests, engines the loop does not support, and `continuous=False` run as one
+`engine.generate` call per sampling setting, with per-prompt adapters (PEFT's mixed-adapter batch) and per-prompt
+max_tokens. Adapter loads/unloads are queued like requests, so every request queued before an unload still runs on
+the adapter it asked for (a continuous batch stops admitting at the first queued item that cannot join).
 
 Seeded sampled requests run alone: a seeded sample is reproducible only when the batch around it is the same.
 """
@@ -14,7 +17,7 @@ import json
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
 from tuneforge.models.inference import InferenceEngine
+from tuneforge.serve import continuous
 
 
 class AdapterRefused(TuneforgeError):
@@ -117,20 +121,23 @@ class ServingEngine:
     """Adapters by name + the batching worker. `submit` is thread-safe; results arrive on the job's future."""
 
     def __init__(self, engine: InferenceEngine, *, max_loaded: int, max_batch_size: int, window_ms: float,
-                 max_queue: int, base_sha256: str | None = None, on_batch: Callable[[int], None] | None = None):
+                 max_queue: int, base_sha256: str | None = None, on_batch: Callable[[int], None] | None = None,
+                 continuous: bool = True):
         self.engine, self.max_loaded, self.base_sha256 = engine, max_loaded, base_sha256
+        self.continuous = continuous  # greedy requests through serve/continuous.py where the engine allows
         self.max_batch_size, self.window, self.max_queue = max_batch_size, window_ms / 1000.0, max_queue
         self.known: dict[str, Path] = {}                 # adapters that may be served (loaded on demand)
         self.loaded: OrderedDict[str, None] = OrderedDict()  # in memory, least recently used first
         self.on_batch = on_batch
         self._queue: queue.Queue = queue.Queue()
+        self._backlog: deque = deque()  # taken from the queue, not run yet (ahead of the queue, in arrival order)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="tuneforge-serve-engine", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ client side
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._backlog)
 
     def submit(self, job: Job) -> Future:
         self._queue.put(job)
@@ -185,10 +192,8 @@ class ServingEngine:
 
     # ------------------------------------------------------------------ the worker
     def _work(self) -> None:
-        held = None
         while not self._stop.is_set():
-            item = held if held is not None else self._queue.get()
-            held = None
+            item = self._backlog.popleft() if self._backlog else self._queue.get()
             if item is None:
                 break
             if isinstance(item, Control):
@@ -197,19 +202,32 @@ class ServingEngine:
             batch = [item]
             deadline = time.perf_counter() + self.window
             while len(batch) < self.max_batch_size:
-                timeout = deadline - time.perf_counter()
                 try:
-                    nxt = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                    nxt = self._next_item(deadline - time.perf_counter())
                 except queue.Empty:
                     break
                 if nxt is None or isinstance(nxt, Control):
-                    held = nxt  # run what came before it first, in arrival order
+                    self._backlog.appendleft(nxt)  # run what came before it first, in arrival order
                     break
                 batch.append(nxt)
-            self._run_batch(batch)
-            if held is None and self._stop.is_set():
+            greedy = [job for job in batch if self._joinable(job)]
+            if greedy and continuous.supports(self.engine):
+                self._backlog.extendleft(reversed([job for job in batch if not self._joinable(job)]))
+                continuous.serve(self, greedy)
+            else:
+                self._run_batch(batch)
+            if not self._backlog and self._stop.is_set():
                 break
         self._fail_pending(TuneforgeError("the server is shutting down"))
+
+    def _next_item(self, timeout: float):
+        if self._backlog:
+            return self._backlog.popleft()
+        return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+
+    def _joinable(self, item) -> bool:
+        """A request a continuous batch can take: greedy (stop strings only cut the text, per request)."""
+        return self.continuous and isinstance(item, Job) and item.temperature <= 0
 
     def _run_control(self, item: Control) -> None:
         try:
@@ -287,7 +305,7 @@ class ServingEngine:
     def _fail_pending(self, error: Exception) -> None:
         while True:
             try:
-                item = self._queue.get_nowait()
+                item = self._backlog.popleft() if self._backlog else self._queue.get_nowait()
             except queue.Empty:
                 return
             if item is not None and not item.future.done():
