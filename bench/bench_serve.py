@@ -1,6 +1,7 @@
 """Serving benchmark: the real bundled SmolLM2-135M-Instruct behind `tuneforge serve`, with 3 LoRA adapters.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_serve.py [--requests 32] [--clients 16] [--max-tokens 24]
+                                                            [--mode both|continuous|batch]
 
 Starts the server in-process on 127.0.0.1 (free port) with 3 random-initialised LoRA adapters (r 16 on q/k/v/o,
 init_lora_weights=False, so each one really changes the answers) and drives it with the `openai` async client:
@@ -92,6 +93,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--base", default="smollm2-135m-instruct")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--mode", choices=["continuous", "batch", "both"], default="both",
+                        help="serve config batching.continuous on, off, or both side by side (one server each)")
     args = parser.parse_args()
 
     import os
@@ -102,38 +105,46 @@ def main() -> None:
     from tests.serve_helpers import running_server
     from tuneforge.serve.config import ServeConfig
 
+    modes = ["continuous", "batch"] if args.mode == "both" else [args.mode]
+    report = {}
     with tempfile.TemporaryDirectory() as tmp:
         adapters = make_adapters(args.base, Path(tmp))
-        cfg = ServeConfig(base=args.base, state_dir=str(Path(tmp) / "state"),
-                          adapters=[{"name": p.name, "path": str(p)} for p in adapters],
-                          batching={"max_batch_size": args.clients, "window_ms": 20},
-                          request_log={"enabled": True})
-        with running_server(cfg, timeout=600) as (base, _admin, app):
-            key = app.state.tuneforge.store.create_key("bench")[1]
-            names = [p.name for p in adapters]
-            asyncio.run(drive(base, key, names[:1], 2, 1, 4))  # warm-up
-            results = {
-                "sequential (1 client, 1 adapter)": asyncio.run(drive(base, key, names[:1], args.sequential_requests,
-                                                                      1, args.max_tokens)),
-                f"{args.clients} clients, single adapter": asyncio.run(
-                    drive(base, key, names[:1], args.requests, args.clients, args.max_tokens)),
-                f"{args.clients} clients, 3 adapters mixed": asyncio.run(
-                    drive(base, key, names, args.requests, args.clients, args.max_tokens)),
-            }
-    sequential, single, mixed = results.values()
+        for mode in modes:
+            cfg = ServeConfig(base=args.base, state_dir=str(Path(tmp) / f"state-{mode}"),
+                              adapters=[{"name": p.name, "path": str(p)} for p in adapters],
+                              batching={"max_batch_size": args.clients, "window_ms": 20,
+                                        "continuous": mode == "continuous"},
+                              request_log={"enabled": True})
+            with running_server(cfg, timeout=600) as (base, _admin, app):
+                key = app.state.tuneforge.store.create_key("bench")[1]
+                names = [p.name for p in adapters]
+                asyncio.run(drive(base, key, names[:1], 2, 1, 4))  # warm-up
+                report[mode] = {
+                    "sequential (1 client, 1 adapter)": asyncio.run(
+                        drive(base, key, names[:1], args.sequential_requests, 1, args.max_tokens)),
+                    f"{args.clients} clients, single adapter": asyncio.run(
+                        drive(base, key, names[:1], args.requests, args.clients, args.max_tokens)),
+                    f"{args.clients} clients, 3 adapters mixed": asyncio.run(
+                        drive(base, key, names, args.requests, args.clients, args.max_tokens)),
+                }
     print(f"SmolLM2-135M-Instruct fp32, torch threads {torch.get_num_threads()}, max_tokens {args.max_tokens}, "
           "greedy\n")
-    print("| scenario | requests | wall s | generated tokens | tokens/s | p50 s | p95 s |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['requests']} | {r['wall_s']} | {r['generated_tokens']} | {r['tokens_per_s']} | "
-              f"{r['p50_s']} | {r['p95_s']} |")
-    speedup = single["tokens_per_s"] / sequential["tokens_per_s"]
-    ratio = mixed["tokens_per_s"] / single["tokens_per_s"]
-    print(f"\nconcurrent / sequential throughput: {speedup:.2f}x (goal >= 4x)")
-    print(f"mixed / single adapter throughput: {ratio:.2f}x (goal >= 0.8x)")
+    print("| batching | scenario | requests | wall s | generated tokens | tokens/s | p50 s | p95 s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode, results in report.items():
+        for name, r in results.items():
+            print(f"| {mode} | {name} | {r['requests']} | {r['wall_s']} | {r['generated_tokens']} | "
+                  f"{r['tokens_per_s']} | {r['p50_s']} | {r['p95_s']} |")
+    summary = {}
+    for mode, results in report.items():
+        sequential, single, mixed = results.values()
+        speedup = single["tokens_per_s"] / sequential["tokens_per_s"]
+        ratio = mixed["tokens_per_s"] / single["tokens_per_s"]
+        summary[mode] = {"speedup": speedup, "mixed_ratio": ratio}
+        print(f"\n{mode}: concurrent / sequential throughput: {speedup:.2f}x (goal >= 4x); "
+              f"mixed / single adapter throughput: {ratio:.2f}x (goal >= 0.8x)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"results": results, "speedup": speedup, "mixed_ratio": ratio}, indent=2))
+        Path(args.out).write_text(json.dumps({"results": report, "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def create_app(cfg: ServeConfig, store: Store, loader) -> FastAPI:
             engine, base_name, base_sha = loader()
             serving = ServingEngine(engine, max_loaded=cfg.max_loaded_adapters,
                                     max_batch_size=cfg.batching.max_batch_size, window_ms=cfg.batching.window_ms,
-                                    max_queue=cfg.batching.max_queue, base_sha256=base_sha,
+                                    max_queue=cfg.batching.max_queue, continuous=cfg.batching.continuous,
+                                    base_sha256=base_sha,
                                     on_batch=state.metrics.batch_size.observe)
             for adapter in cfg.adapters:
                 if not adapter.path.startswith(REGISTRY_PREFIX):

@@ -89,7 +89,10 @@ class AdapterEntry(StrictModel):
 
 
 class Batching(StrictModel):
-    max_batch_size: int = Field(16, gt=0, le=256, description="Most requests in one engine.generate call.")
+    max_batch_size: int = Field(16, gt=0, le=256, description="Most requests decoded together (rows of one batch).")
+    continuous: bool = Field(True, description="Greedy requests join and leave the running batch between decoding "
+                             "steps (iteration-level batching; engine tuneforge). False: a batch runs to its end "
+                             "before the next starts.")
     window_ms: float = Field(10.0, ge=0, le=1000, description="How long the batcher waits for more requests after "
                              "the first one arrives.")
     max_queue: int = Field(256, gt=0, description="Requests waiting beyond this get 503 (overloaded).")

@@ -67,6 +67,9 @@ def base_skeleton(path: str | Path):
 class VllmEngine:
     supports_adapters = True
     supports_logprobs = True
+    # vLLM schedules its own iterations; `self.model` is a weightless skeleton for template and adapter checks, so
+    # the server's own iteration-level loop (serve/continuous.py) must never run it.
+    continuous_batching = False
 
     def __init__(self, resolved, *, name: str | None = None, dtype: str = "bfloat16", max_loras: int = 8,
                  max_lora_rank: int = 64, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
