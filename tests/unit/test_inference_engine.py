@@ -185,3 +185,20 @@ def test_reference_nll_scores_the_answer_and_its_end_of_turn_token(tiny_model, t
     logp = torch.log_softmax(logits, -1)
     expected = -sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(answer))
     assert count == len(answer) and abs(nll - expected) < 1e-4
+
+
+def test_finish_tokens_cuts_at_stop_ids_then_stop_strings_and_counts_only_the_kept_tokens():
+    from tuneforge.models.inference import finish_tokens
+
+    pieces = {1: "ab", 2: "c", 3: "END", 4: "x", 9: "<eos>"}
+
+    def decode(ids):
+        return "".join(pieces[i] for i in ids)
+
+    assert finish_tokens([1, 2, 9, 4], {9}, decode, ()) == ([1, 2], "abc", "stop")
+    assert finish_tokens([1, 2, 4], {9}, decode, ()) == ([1, 2, 4], "abcx", "length")
+    # "END" starts inside token 3: the text stops before it, and tokens 3 and 4 are not counted as sent.
+    assert finish_tokens([1, 2, 3, 4], {9}, decode, ("EN",)) == ([1, 2], "abc", "stop")
+    # A stop string inside a token keeps that token (its text reaches past the cut).
+    assert finish_tokens([1, 2, 4], set(), decode, ("b",), "length") == ([1], "a", "stop")
+    assert finish_tokens([4], set(), decode, (), "stop") == ([4], "x", "stop")

@@ -201,18 +201,24 @@ def _pad_id(tokenizer, stop_ids: list[int]) -> int:
     raise ValueError("the tokenizer has neither a pad token nor an eos token; batched generation needs one of them")
 
 
-def _finish(token_ids: list[int], stop_ids: set[int], decode, stop: Sequence[str]) -> tuple[list[int], str, str]:
-    """Cut a row's new tokens at its first stop id, then its text at the first stop string."""
-    reason = "length"
+def finish_tokens(token_ids: list[int], stop_ids: set[int], decode, stop: Sequence[str],
+                  reason: str = "length") -> tuple[list[int], str, str]:
+    """Cut a row's new tokens at its first stop id, then its text at the first stop string and its tokens at the
+    shortest prefix that decodes to that text (so usage counts what the client gets). Every engine finishes its
+    rows here (tuneforge, the server's continuous loop, llama.cpp, vLLM)."""
     for position, token_id in enumerate(token_ids):
         if token_id in stop_ids:
             token_ids, reason = token_ids[:position], "stop"
             break
     text = decode(token_ids)
     cuts = [text.find(s) for s in stop if s and s in text]
-    if cuts:
-        text, reason = text[: min(cuts)], "stop"
-    return token_ids, text, reason
+    if not cuts:
+        return token_ids, text, reason
+    text = text[: min(cuts)]
+    for k in range(len(token_ids) + 1):
+        if len(decode(token_ids[:k])) >= len(text):
+            return token_ids[:k], text, "stop"
+    return token_ids, text, "stop"
 
 
 # ------------------------------------------------------------------------------------------------ the engine
@@ -397,7 +403,7 @@ class InferenceEngine:
                                                       adapters is not None, generator_seed, start, on_step, device)
                 for row, index in enumerate(batch_indices):
                     row_tokens = new_tokens[row][: limits[index]]
-                    kept, text, reason = _finish(row_tokens, set(stop_ids), decode, stop)
+                    kept, text, reason = finish_tokens(row_tokens, set(stop_ids), decode, stop)
                     out[index] = Completion(text=text, token_ids=kept, finish_reason=reason,
                                             prompt_tokens=len(ids[index]))
                 bar.advance(task, len(batch_indices))

@@ -36,8 +36,8 @@ from tuneforge.models.decoding import _logits_to_keep, fast_greedy_target, left_
 from tuneforge.models.inference import (
     BASE_ADAPTER,
     Completion,
-    _finish,
     _pad_id,
+    finish_tokens,
     model_device,
     stop_token_ids,
 )
@@ -223,7 +223,7 @@ class ContinuousBatch:
 
     def _completion(self, job, tokens: list[int]) -> Completion:
         decode = lambda ids: self.engine.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        kept, text, reason = _finish(list(tokens), self.stop_ids, decode, job.stop)
+        kept, text, reason = finish_tokens(list(tokens), self.stop_ids, decode, job.stop)
         return Completion(text=text, token_ids=kept, finish_reason=reason, prompt_tokens=len(job.prompt_ids))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.models.inference import Completion
+from tuneforge.models.inference import Completion, finish_tokens
 
 
 class LlamaCppEngine:
@@ -46,21 +46,10 @@ class LlamaCppEngine:
             callback = (lambda token, i=index: on_step([i], [token])) if on_step is not None else None
             tokens, reason = self.llama.greedy(list(prompt), limit, temperature=temperature, rng=rng, top_p=top_p,
                                                on_token=callback)
-            tokens, text, reason = self._cut(tokens, reason, stop)
+            tokens, text, reason = finish_tokens(tokens, set(), self.decode, stop, reason)
             out.append(Completion(text=text, token_ids=tokens, finish_reason=reason, prompt_tokens=len(prompt)))
         return out
 
-    def _cut(self, tokens: list[int], reason: str, stop: Sequence[str]) -> tuple[list[int], str, str]:
-        """Cut at the first stop string: the text before it, and the shortest token prefix that decodes to it."""
-        text = self.decode(tokens)
-        cuts = [text.find(s) for s in stop if s and s in text]
-        if not cuts:
-            return tokens, text, reason
-        text = text[: min(cuts)]
-        for k in range(len(tokens) + 1):
-            if len(self.decode(tokens[:k])) >= len(text):
-                return tokens[:k], text, "stop"
-        return tokens, text, "stop"
 
     def score_rows(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
         """(summed log-prob, count) of each (prompt, answer) pair's answer tokens."""

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, TuneforgeError
-from tuneforge.models.inference import BASE_ADAPTER, Completion, InferenceEngine, stop_token_ids
+from tuneforge.models.inference import BASE_ADAPTER, Completion, InferenceEngine, finish_tokens, stop_token_ids
 from tuneforge.serve.engine import AdapterRefused
 
 INSTALL_HINT = "pip install vllm (on a machine with a CUDA GPU), or set `engine: tuneforge`"
@@ -181,28 +181,12 @@ class VllmEngine:
             if on_step is not None:
                 for token in tokens:
                     on_step([index], [token])
-            kept, text, reason = self._cut(tokens, "stop" if sample.finish_reason == "stop" else "length", stop)
+            kept, text, reason = finish_tokens(tokens, self.stop_ids, self.decode, stop,
+                                              "stop" if sample.finish_reason == "stop" else "length")
             completions.append(Completion(text=text, token_ids=kept, finish_reason=reason,
                                           prompt_tokens=len(prompt)))
         self._last = [(prompt, tuple(c.token_ids), name) for prompt, c, name in zip(ids, completions, names)]
         return completions
-
-    def _cut(self, tokens: list[int], reason: str, stop: Sequence[str]) -> tuple[list[int], str, str]:
-        """Cut at the first stop id, then at the first stop string (the text before it and the shortest token
-        prefix that decodes to it)."""
-        for position, token in enumerate(tokens):
-            if token in self.stop_ids:
-                tokens, reason = tokens[:position], "stop"
-                break
-        text = self.decode(tokens)
-        cuts = [text.find(s) for s in stop if s and s in text]
-        if not cuts:
-            return tokens, text, reason
-        text = text[: min(cuts)]
-        for k in range(len(tokens) + 1):
-            if len(self.decode(tokens[:k])) >= len(text):
-                return tokens[:k], text, "stop"
-        return tokens, text, "stop"
 
     # ------------------------------------------------------------------ scoring
     def _writer(self, prompt: list[int], answer: list[int]) -> str | None | bool:
