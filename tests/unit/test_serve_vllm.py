@@ -308,6 +308,10 @@ def test_adapters_vllm_cannot_serve_are_refused_at_load(server):
     wide = tiny_adapter(root / "wide", 4, r=16)
     refused = httpx.post(server["url"] + "/admin/adapters", headers=headers, json={"name": "w", "path": str(wide)})
     assert refused.status_code == 400 and "above the server's max_lora_rank 8" in refused.json()["error"]["message"]
+    # The refused name is free again: the same name with an adapter the engine can serve loads.
+    narrow = tiny_adapter(root / "narrow", 5, r=4)
+    loaded = httpx.post(server["url"] + "/admin/adapters", headers=headers, json={"name": "w", "path": str(narrow)})
+    assert loaded.status_code == 200, loaded.text
 
 
 def test_engine_streams_every_token_and_scores_each_row_under_the_adapter_that_wrote_it(server):

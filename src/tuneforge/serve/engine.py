@@ -162,9 +162,18 @@ class ServingEngine:
         check_adapter(self.engine, folder, self.base_sha256)
         if name in self.loaded:
             raise TuneforgeError(f"an adapter named {name!r} is already loaded", hint="unload it first")
+        previous = self.known.get(name)
         self.known[name] = folder
         if load:
-            self._ensure_loaded({name})
+            try:
+                self._ensure_loaded({name})
+            except Exception:
+                # A load the engine refuses (e.g. vLLM's rank limit) must not leave the name pointing at it.
+                if previous is None:
+                    del self.known[name]
+                else:
+                    self.known[name] = previous
+                raise
 
     def unregister(self, name: str) -> None:
         if name not in self.known:
