@@ -141,3 +141,45 @@ def test_data_synth_cli_on_a_tiny_model(tmp_path, monkeypatch):
         loaded = load_dataset_file(str(out), "auto")
         assert loaded.format == "chat" and len(loaded.rows) == len(rows)
         assert all(r["meta"]["oracle_chunk"]["path"].endswith(".md") for r in loaded.rows)
+
+
+def test_extractive_writer_quotes_and_cites_the_oracle_without_a_model(retriever):
+    from tuneforge.rag.raft import quotable_sentences
+
+    result = synthesize(retriever, None, n=6, distractors=2, oracle_share=0.5, seed=1, writer="extractive",
+                        generator="extractive")
+    assert (result.oracle_rows, result.no_oracle_rows) == (3, 3) and result.rejects == []
+    for row in result.rows:
+        meta, answer = row["meta"], row["messages"][-1]["content"]
+        assert meta["writer"] == "extractive" and meta["question_prompt"] == "extractive"
+        question = row["messages"][1]["content"].rsplit("Question:", 1)[1]
+        if not meta["oracle_included"]:
+            assert answer == NOT_FOUND
+            continue
+        quote = re.fullmatch(r'The reference says: "(.+)" \[(\d)\]', answer)
+        assert quote and int(quote.group(2)) == meta["oracle_position"]
+        oracle_block = _passage_blocks(row)[meta["oracle_position"] - 1]
+        # The quoted sentence is one of the oracle's own sentences, and the question names its opening words.
+        assert quote.group(1) in quotable_sentences(oracle_block.split("\n", 1)[1])
+        assert " ".join(quote.group(1).split()[:3]) in question
+
+
+def test_quotable_sentences_skip_code_grammar_and_fragments():
+    from tuneforge.rag.raft import quotable_sentences
+
+    text = ("Zebras are African equines with black and white stripes; each pattern is unique. Short one.\n"
+            "stmt ::= \"for\" target_list \"in\" expression_list \":\" suite. x = 1.\n"
+            "The herd moves together across the open plains   when the rains\n come back each year.")
+    assert quotable_sentences(text) == [
+        "Zebras are African equines with black and white stripes; each pattern is unique.",
+        "The herd moves together across the open plains when the rains come back each year."]
+
+
+def test_synth_cli_model_writer_needs_a_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from tuneforge.cli.main import app
+
+    result = CliRunner().invoke(app, ["data", "synth", "--from-index", str(tmp_path), "--n", "3",
+                                      "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 2 and "--writer model needs --model" in result.output

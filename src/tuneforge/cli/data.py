@@ -408,8 +408,11 @@ def convert(
 def synth(
     from_index: Path = typer.Option(..., "--from-index", help="RAG index folder (tuneforge rag index) whose chunks "
                                     "become oracle passages."),
-    model: str = typer.Option(..., "--model", "-m", help="Model that writes the questions and cited answers (any "
-                              "model reference)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model that writes the questions and cited "
+                                     "answers (any model reference); required with --writer model."),
+    writer: str = typer.Option("model", "--writer", help="model: the model writes questions and answers (kept only "
+                               "when they cite the oracle); extractive: no model, each question names the oracle's "
+                               "section and a sentence's opening words, the answer quotes that sentence and cites it."),
     n: int = typer.Option(..., "--n", help="Chunks to sample: one row each, kept or rejected."),
     out: str = typer.Option(..., "--out", "-o", help="Chat JSONL; rows the check refuses go to "
                             "<out>.rejected.jsonl with the reason."),
@@ -425,13 +428,19 @@ def synth(
 
     Example: tuneforge data synth --from-index index --model smollm2-135m-instruct --n 200 --out raft.jsonl
     """
+    from tuneforge.errors import ConfigError
     from tuneforge.integrations.quiet import quiet_third_party_output
     from tuneforge.rag.raft import rejected_path, synth_from_index
 
+    if writer not in ("model", "extractive"):
+        raise ConfigError(f"--writer must be model or extractive, not {writer!r}")
+    if writer == "model" and not model:
+        raise ConfigError("--writer model needs --model (the model that writes questions and answers)",
+                          hint="or --writer extractive, which needs no model")
     quiet_third_party_output()
-    result = synth_from_index(from_index, model, Path(out), n=n, distractors=distractors, oracle_share=oracle_share,
-                              seed=seed, temperature=temperature, question_tokens=question_tokens,
-                              answer_tokens=answer_tokens)
+    result = synth_from_index(from_index, model or "", Path(out), n=n, distractors=distractors,
+                              oracle_share=oracle_share, seed=seed, temperature=temperature,
+                              question_tokens=question_tokens, answer_tokens=answer_tokens, writer=writer)
     kept = len(result.rows)
     share = result.oracle_rows / kept if kept else 0.0
     typer.echo(f"{kept} rows -> {out} ({result.oracle_rows} with the oracle, {result.no_oracle_rows} without: "

@@ -10,7 +10,10 @@ model not to invent an answer from unrelated passages). The prompt is exactly `r
 tuned model sees at query time, so training and serving agree on the format.
 
 Oracle rows get their answer from the model given that same prompt; a row is kept only when the answer cites the
-oracle's number and no number outside the context. Every other row goes to `<out>.rejected.jsonl` with the reason
+oracle's number and no number outside the context. `writer="extractive"` needs no model: the question names the
+oracle's section and the opening words of one of its sentences, and the answer quotes that sentence and cites the
+oracle (a small model such as SmolLM2-135M writes questions and cited answers too poorly to be kept: 6 of 240
+oracle answers passed the check on the demo index). Every other row goes to `<out>.rejected.jsonl` with the reason
 (the file is written even when empty, so a pipeline can count on it). Each kept row's `meta` says where it came
 from: index path and hash, generator model, the oracle and distractor chunk ids and positions, and the prompts.
 """
@@ -66,6 +69,36 @@ def oracle_flags(n: int, oracle_share: float, rng: random.Random) -> list[bool]:
     return flags
 
 
+_SENTENCE = re.compile(r"[^.!?]*[.!?](?=\s|$)", re.S)
+
+
+def quotable_sentences(text: str, *, min_words: int = 8, max_words: int = 40) -> list[str]:
+    """Whole sentences of a passage (whitespace collapsed) that are long enough to answer and short enough to quote;
+    headings (Markdown '#', reST underlines), code and grammar lines without sentence punctuation are skipped."""
+    lines = text.splitlines()
+    kept = []
+    for i, line in enumerate(lines):
+        underline = i + 1 < len(lines) and re.fullmatch(r"\s*([=\-*~^#])\1{2,}\s*", lines[i + 1])
+        if line.lstrip().startswith("#") or underline or re.fullmatch(r"\s*([=\-*~^#])\1{2,}\s*", line):
+            kept.append("")  # a heading ends the sentence before it
+            continue
+        kept.append(line)
+    found = []
+    for paragraph in re.split(r"\n\s*\n", "\n".join(kept)):
+        for match in _SENTENCE.finditer(paragraph):
+            sentence = " ".join(match.group(0).split())
+            words = sentence.split()
+            if min_words <= len(words) <= max_words and sentence[0].isupper() and "::=" not in sentence:
+                found.append(sentence)
+    return found
+
+
+def extractive_question(passage, sentence: str, *, lead_words: int = 6) -> str:
+    lead = " ".join(sentence.split()[:lead_words]).rstrip(",;:")
+    section = passage.heading or Path(passage.source).stem
+    return f'In the section "{section}", what does the reference say after "{lead}"?'
+
+
 def overlaps(passage, oracle) -> bool:
     """The same chunk, or a chunk of the same file sharing characters with it."""
     return passage.id == oracle.id or (passage.source == oracle.source and passage.start_char < oracle.end_char
@@ -87,8 +120,12 @@ def answer_problem(answer: str, oracle_number: int | None, n_passages: int) -> s
 
 def synthesize(retriever, engine, *, n: int, distractors: int = 3, oracle_share: float = 0.8, seed: int = 0,
                generator: str = "", index_path: str = "", index_hash: str = "", question_tokens: int = 48,
-               answer_tokens: int = 160, temperature: float = 0.7, mode: str = "hybrid") -> RaftResult:
-    """`n` rows (kept + rejected) from `n` distinct chunks sampled with `seed`."""
+               answer_tokens: int = 160, temperature: float = 0.7, mode: str = "hybrid",
+               writer: str = "model") -> RaftResult:
+    """`n` rows (kept + rejected) from `n` distinct chunks sampled with `seed`; `writer` "model" (the engine writes
+    questions and answers) or "extractive" (no engine: see the module docstring)."""
+    if writer not in ("model", "extractive"):
+        raise DataError(f"writer must be 'model' or 'extractive' (got {writer!r})")
     if n <= 0:
         raise DataError(f"--n must be positive (got {n})")
     if distractors < 0:
@@ -104,19 +141,31 @@ def synthesize(retriever, engine, *, n: int, distractors: int = 3, oracle_share:
     oracles = retriever.passages([(cid, 0.0) for cid in chosen])
     flags = oracle_flags(n, oracle_share, rng)
 
-    asked = engine.generate([question_messages(p.text) for p in oracles], max_new_tokens=question_tokens,
-                            temperature=temperature, seed=seed, description="writing questions")
-    questions = [clean_question(c.text) for c in asked]
+    quotes: list[str | None] = [None] * n
+    if writer == "extractive":
+        questions, asked = [], []
+        for i, passage in enumerate(oracles):
+            sentences = quotable_sentences(passage.text)
+            quotes[i] = rng.choice(sentences) if sentences else None
+            questions.append(extractive_question(passage, quotes[i]) if quotes[i] else "")
+            asked.append(_Raw(""))
+    else:
+        asked = engine.generate([question_messages(p.text) for p in oracles], max_new_tokens=question_tokens,
+                                temperature=temperature, seed=seed, description="writing questions")
+        questions = [clean_question(c.text) for c in asked]
 
     result = RaftResult([], [])
     contexts, pending = [], []  # pending: rows whose answer the model writes
-    for oracle, question, include, raw in zip(oracles, questions, flags, asked):
+    context_quotes: list[str | None] = []
+    for oracle, question, include, raw, quote in zip(oracles, questions, flags, asked, quotes):
         base_meta = {"source": "raft", "generator": generator, "index": index_path, "index_hash": index_hash,
                      "seed": seed, "oracle_chunk": {"id": oracle.id, "path": oracle.source,
                                                     "start_char": oracle.start_char, "end_char": oracle.end_char},
-                     "question_prompt": QUESTION_SYSTEM, "answer_prompt": SYSTEM, "oracle_included": include}
+                     "question_prompt": QUESTION_SYSTEM if writer == "model" else "extractive", "answer_prompt": SYSTEM,
+                     "writer": writer, "oracle_included": include}
         if not question:
-            _reject(result, {"meta": base_meta, "question_raw": raw.text}, "the model wrote no question")
+            reason = "the model wrote no question" if writer == "model" else "no sentence of 8-40 words to quote"
+            _reject(result, {"meta": base_meta, "question_raw": raw.text}, reason)
             continue
         # A few spare candidates: neighbours of the oracle in its own file share text with it (chunk overlap)
         # and may hold the answer, so they cannot serve as distractors.
@@ -130,13 +179,22 @@ def synthesize(retriever, engine, *, n: int, distractors: int = 3, oracle_share:
             position += 1  # citation numbers start at 1
         meta = {**base_meta, "distractor_chunks": others, "oracle_position": position}
         contexts.append((question, passages, meta))
+        context_quotes.append(quote)
         if include:
             pending.append(len(contexts) - 1)
 
+    if writer == "extractive":
+        return _finish_rows(result, contexts, {i: f'The reference says: "{context_quotes[i]}" '
+                                                  f'[{contexts[i][2]["oracle_position"]}]' for i in pending})
     answers = engine.generate([rag_messages(contexts[i][0], contexts[i][1]) for i in pending],
                               max_new_tokens=answer_tokens, temperature=0.0, description="writing cited answers") \
         if pending else []
     by_context = {i: c.text.strip() for i, c in zip(pending, answers)}
+    return _finish_rows(result, contexts, by_context)
+
+
+def _finish_rows(result: RaftResult, contexts: list, by_context: dict[int, str]) -> RaftResult:
+    """Rows with their target answers (NOT_FOUND without the oracle), each checked before it is kept."""
     for i, (question, passages, meta) in enumerate(contexts):
         answer = by_context.get(i, NOT_FOUND)
         messages = rag_messages(question, passages) + [{"role": "assistant", "content": answer}]
@@ -151,6 +209,12 @@ def synthesize(retriever, engine, *, n: int, distractors: int = 3, oracle_share:
         else:
             result.no_oracle_rows += 1
     return result
+
+
+@dataclass
+class _Raw:
+    """Stands in for a generated question's raw text (the extractive writer's reason when it has none)."""
+    text: str
 
 
 def _reject(result: RaftResult, row: dict, reason: str) -> None:
@@ -178,8 +242,10 @@ def synth_from_index(index_dir: Path, model: str, out: Path, *, n: int, **option
     from tuneforge.rag.retrieve import Retriever
 
     retriever = Retriever(index_dir)
-    engine = InferenceEngine.from_ref(parse_model_ref(model))
-    result = synthesize(retriever, engine, n=n, generator=model, index_path=str(index_dir),
+    extractive = options.get("writer") == "extractive"
+    engine = None if extractive else InferenceEngine.from_ref(parse_model_ref(model))
+    result = synthesize(retriever, engine, n=n, generator="extractive" if extractive else model,
+                        index_path=str(index_dir),
                         index_hash=index_hash(retriever.db), **options)
     write_jsonl(out, result.rows)
     write_jsonl(rejected_path(out), result.rejects)
