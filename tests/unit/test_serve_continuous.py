@@ -10,11 +10,19 @@ from tests.serve_helpers import tiny_adapter
 from tests.tiny_models import build_chatty_model
 from tuneforge.models.decoding import left_padded
 from tuneforge.models.inference import InferenceEngine
+from tuneforge.serve import continuous as continuous_module
 from tuneforge.serve.continuous import merge_caches, supports, trim_padding
 from tuneforge.serve.engine import Job, ServingEngine
 
 PROMPTS = ["hello", "the quick brown fox jumps", "a", "one two three four five six", "Why is the sky blue?", "x y",
            "Tell me a story about a dragon and a knight who became friends in the end"]
+
+
+@pytest.fixture(autouse=True)
+def join_at_once(monkeypatch):
+    """The step-by-step tests below check when each request joins: newcomers join at the next step (the grouping
+    policy is tested on its own in test_newcomers_join_in_groups_or_after_a_few_steps)."""
+    monkeypatch.setattr(continuous_module, "JOIN_AFTER_STEPS", 0)
 
 
 @pytest.fixture()
@@ -333,3 +341,32 @@ def test_scored_requests_get_the_mean_logprob_of_the_batch_path(tokenizer, adapt
     for (tokens, logprob), (expected_tokens, expected) in zip(results[True], results[False]):
         assert tokens == expected_tokens and logprob is not None
         assert logprob == pytest.approx(expected, abs=1e-5)
+
+
+def test_newcomers_join_in_groups_or_after_a_few_steps(tokenizer, monkeypatch):
+    monkeypatch.setattr(continuous_module, "JOIN_AFTER_STEPS", 4)
+    engine = InferenceEngine(build_chatty_model(), tokenizer)
+    serving = ServingEngine(engine, max_loaded=2, max_batch_size=9, window_ms=0, max_queue=64)
+    try:
+        prompts = [engine.prompt_ids(p) for p in (PROMPTS[6], PROMPTS[1], PROMPTS[3], PROMPTS[4])]
+        alone = [_alone(serving, prompts[0], None, 30)] + [_alone(serving, p, None, 5) for p in prompts[1:]]
+        streamed: list[int] = []
+        started_at: dict[int, int] = {}
+        late = [Job(p, None, 5, on_token=lambda t, i=i: started_at.setdefault(i, len(streamed)))
+                for i, p in enumerate(prompts[1:], start=1)]
+
+        def on_long(token):
+            streamed.append(token)
+            if len(streamed) == 3:
+                serving.submit(late[0])  # alone: 1 waiting < a quarter of 8 free rows -> held for 4 steps
+            if len(streamed) == 12:
+                serving.submit(late[1])  # together: 2 waiting = a quarter of 8 free rows -> join at once
+                serving.submit(late[2])
+
+        first = Job(prompts[0], None, 30, on_token=on_long)
+        serving.submit(first)
+        got = [first.future.result(timeout=120)] + [job.future.result(timeout=120) for job in late]
+        assert [c.token_ids for c in got] == [c.token_ids for c in alone]
+        assert started_at == {1: 3 + 4, 2: 12, 3: 12}
+    finally:
+        serving.close()
