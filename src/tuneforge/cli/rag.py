@@ -11,6 +11,10 @@ app = typer.Typer(help="Retrieval-augmented generation: index documents, retriev
 
 ModelOption = Annotated[str | None, typer.Option("--embedding-model", help="Embedding model: catalog name "
                                                  "(default all-minilm-l6-v2), sentence-transformers folder or hub id.")]
+RerankerOption = Annotated[str | None, typer.Option("--reranker", help="Cross-encoder folder (or hub id, needs the "
+                                                    "hub): rerank the retrieved candidates, keep the k best.")]
+CandidatesOption = Annotated[int, typer.Option("--rerank-candidates", min=1, help="Candidates retrieved for the "
+                                               "reranker (at least k are).")]
 
 
 @app.callback()
@@ -72,15 +76,17 @@ def query(
     k: Annotated[int, typer.Option("-k", help="Passages to retrieve.")] = 5,
     mode: Annotated[str, typer.Option(help="hybrid | dense | bm25")] = "hybrid",
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 160,
+    reranker: RerankerOption = None,
+    rerank_candidates: CandidatesOption = 20,
 ) -> None:
-    """Retrieve k passages; with --model, answer citing them as [n] and list the cited sources."""
-    from tuneforge.rag.retrieve import Retriever
-
-    passages = Retriever(index_dir).search(question, k, mode)
+    """Retrieve k passages (with --reranker: the k best of --rerank-candidates by the cross-encoder); with
+    --model, answer citing them as [n] and list the cited sources."""
+    passages = _retriever(index_dir, reranker, rerank_candidates).search(question, k, mode)
     console = _out()
     if model is None:
         for n, p in enumerate(passages, 1):
-            console.print(f"[bold][{n}][/bold] {p.where()}  score {p.score:.4f}", highlight=False)
+            rerank = f"  rerank {p.rerank_score:.4f}" if p.rerank_score is not None else ""
+            console.print(f"[bold][{n}][/bold] {p.where()}  score {p.score:.4f}{rerank}", highlight=False)
             console.print("    " + " ".join(p.text.split())[:400], highlight=False, markup=False)
         return
     from tuneforge.models.inference import InferenceEngine
@@ -113,9 +119,12 @@ def evaluate(
     = Path("rag-eval"),
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit (with --model).")] = 96,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    reranker: RerankerOption = None,
+    rerank_candidates: CandidatesOption = 20,
 ) -> None:
-    """Retrieval recall@k, MRR and nDCG@k of hybrid vs dense-only vs BM25-only; with --model (and --tuned), the
-    answers of base / tuned / base+RAG / tuned+RAG with answer and citation metrics and paired CIs.
+    """Retrieval recall@k, MRR and nDCG@k of hybrid vs dense-only vs BM25-only (with --reranker, also
+    hybrid+rerank); with --model (and --tuned), the answers of base / tuned / base+RAG / tuned+RAG with answer and
+    citation metrics and paired CIs (the RAG systems get the reranked passages when --reranker is given).
 
     Example: tuneforge rag eval index --model smollm2-135m-instruct --tuned runs/raft/adapter --out rag-eval
     """
@@ -123,10 +132,9 @@ def evaluate(
 
     from tuneforge.rag.demo import demo_questions_path, load_questions
     from tuneforge.rag.evaluate import evaluate_retrieval
-    from tuneforge.rag.retrieve import Retriever
 
     rows = load_questions(questions or demo_questions_path())
-    retriever = Retriever(index_dir)
+    retriever = _retriever(index_dir, reranker, rerank_candidates)
     results = evaluate_retrieval(retriever, rows, k)
     table = Table(title=f"retrieval on {len(rows)} questions")
     for column in ("mode", f"recall@{k}", "MRR", f"nDCG@{k}"):
@@ -146,6 +154,8 @@ def evaluate(
                            metrics=tuple(metric or DEFAULT_METRICS), max_new_tokens=max_new_tokens, seed=seed)
     document["sources"] = {"index": str(index_dir), "model": model, "tuned": tuned,
                            "questions": str(questions or demo_questions_path())}
+    if reranker:
+        document["sources"].update(reranker=reranker, rerank_candidates=rerank_candidates)
     header, cells = table_rows(document)
     four = Table(title=f"answers on {len(rows)} questions (k={k})")
     for column in header:
@@ -159,6 +169,23 @@ def evaluate(
         _out().print(f"{pair}: {shown}", highlight=False)
     results_path, report_path = write_fourway(document, out)
     _out().print(f"results: {results_path}\nreport: {report_path}", highlight=False)
+
+
+def _retriever(index_dir: Path, reranker: str | None, candidates: int):
+    """The index's retriever; with a reranker, one that reranks every search (a missing reranker folder fails before
+    any model is loaded)."""
+    from tuneforge.rag.retrieve import Retriever
+
+    if reranker:
+        from tuneforge.rag.rerank import resolve_reranker_model
+
+        resolve_reranker_model(reranker)
+    retriever = Retriever(index_dir)
+    if reranker:
+        from tuneforge.rag.rerank import Reranker
+
+        retriever.set_reranker(Reranker(reranker), candidates)
+    return retriever
 
 
 def _engine_with_tuned(model: str, tuned: str | None):

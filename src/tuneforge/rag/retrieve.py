@@ -1,4 +1,5 @@
-"""Dense (exact cosine), BM25 and hybrid (reciprocal rank fusion, k = 60) retrieval over an index folder."""
+"""Dense (exact cosine), BM25 and hybrid (reciprocal rank fusion, k = 60) retrieval over an index folder; with a
+reranker (rag/rerank.py), the top `rerank_candidates` of the chosen mode reordered by a cross-encoder."""
 from __future__ import annotations
 
 import json
@@ -28,7 +29,8 @@ class Passage:
     start_token: int
     end_token: int
     text: str
-    score: float
+    score: float  # the retrieval score (RRF-style 1 / (60 + rank) per list)
+    rerank_score: float | None = None  # the cross-encoder's score, when reranked (the order is then by it)
 
     @property
     def key(self) -> str:
@@ -62,7 +64,7 @@ def _pool():
 
 
 class Retriever:
-    def __init__(self, index_dir: Path, embedder=None):
+    def __init__(self, index_dir: Path, embedder=None, reranker=None, rerank_candidates: int | None = None):
         index_dir = Path(index_dir)
         if not (index_dir / DB_NAME).is_file():
             raise DataError(f"{index_dir}: not a tuneforge RAG index (no {DB_NAME})",
@@ -86,6 +88,17 @@ class Retriever:
         self.bm25 = bm25s.BM25.load(str(bm25_dir), show_progress=False) if self.bm25_ids else None
 
         self._setup_scan()
+        self.set_reranker(reranker, rerank_candidates)
+
+    def set_reranker(self, reranker=None, candidates: int | None = None) -> None:
+        """Rerank every search (unless asked not to) with `reranker` (a rag.rerank.Reranker, or None for none):
+        the top `candidates` (default 20, at least k) of the mode's ranking, reordered, cut to k."""
+        from tuneforge.rag.rerank import DEFAULT_CANDIDATES
+
+        if candidates is not None and candidates < 1:
+            raise DataError(f"rerank candidates {candidates}: expected a positive number")
+        self.reranker = reranker
+        self.rerank_candidates = candidates or DEFAULT_CANDIDATES
 
     @classmethod
     def from_arrays(cls, ids, vectors, bm25, bm25_ids, embedder, db) -> Retriever:
@@ -95,6 +108,7 @@ class Retriever:
             embedder, db
         self.meta = {}
         self._setup_scan()
+        self.set_reranker(None)
         return self
 
     def _setup_scan(self) -> None:
@@ -162,9 +176,17 @@ class Retriever:
         lexical = _pool().submit(self.lexical, query, depth)
         return rrf([self.dense(query, depth), lexical.result()])[:k]
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Passage]:
-        ranked = self.ranked_ids(query, k, mode)
-        return self.passages(ranked)
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", rerank: bool | None = None) -> list[Passage]:
+        """The k best passages of `mode`; reranked when the retriever has a reranker (rerank=None) or rerank=True
+        (which then needs one), not when rerank=False."""
+        if rerank is None:
+            rerank = self.reranker is not None
+        if not rerank:
+            return self.passages(self.ranked_ids(query, k, mode))
+        if self.reranker is None:
+            raise DataError("reranking asked for, but this retriever has no reranker")
+        candidates = self.passages(self.ranked_ids(query, max(k, self.rerank_candidates), mode))
+        return self.reranker.rerank(query, candidates, k)
 
     def passages(self, ranked: list[tuple[int, float]]) -> list[Passage]:
         if not ranked:

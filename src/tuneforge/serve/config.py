@@ -122,6 +122,11 @@ class RagSettings(StrictModel):
     k: int = Field(5, gt=0, le=50, description="Passages retrieved per request.")
     mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="Retrieval: BM25 + dense fused by "
                                                      "reciprocal rank fusion, or one side alone.")
+    reranker: str | None = Field(None, description="Cross-encoder folder (relative to the config file) or hub id "
+                                 "(needs the hub): the top rerank_candidates passages of `mode` are reordered by "
+                                 "it and the k best kept. Default: no reranking.")
+    rerank_candidates: int = Field(20, gt=0, le=200, description="Candidates retrieved for the reranker (at least "
+                                   "k are); unused without a reranker.")
 
     @field_validator("indexes")
     @classmethod
@@ -240,6 +245,9 @@ def load_serve_config(path: str | Path) -> ServeConfig:
         cfg.registry_db = rebase(cfg.registry_db)
     if cfg.rag is not None:
         cfg.rag.indexes = {name: rebase(folder) for name, folder in cfg.rag.indexes.items()}
+        reranker = cfg.rag.reranker
+        if reranker and (reranker.startswith((".", "/", "~")) or (root / reranker).exists()):
+            cfg.rag.reranker = rebase(reranker)  # a folder; anything else is a hub id
     if Path(cfg.base).expanduser().exists() or cfg.base.startswith((".", "/", "~")):
         cfg.base = rebase(cfg.base)
     return cfg

@@ -4,6 +4,7 @@
     rag:
       indexes: {pydoc: ./pydoc-index}   # names clients use -> index folders (tuneforge rag index)
       k: 5
+      reranker: ./my-cross-encoder      # optional: rerank the top rerank_candidates (20) by a cross-encoder
 
     client.chat.completions.create(model="rag/pydoc/my-adapter", messages=[{"role": "user", "content": "..."}])
 
@@ -14,10 +15,10 @@ ordinary chat route: the key must be allowed MODEL, limits and the request log a
 pass the same input guardrails as the question (an injection hidden in a document is caught like a typed one).
 
 The response is an ordinary chat completion plus two fields: `sources`, one entry per passage in the prompt
-(number, chunk id, path, heading, character span, retrieval score, whether the answer cites it) and `citations`,
-the passage numbers the answer cites in first-cited order. Streaming sends `sources` on the first chunk and
-`citations` on the chunk that carries the finish reason. Clients index folders by configured name only: a request
-can never make the server open a path.
+(number, chunk id, path, heading, character span, retrieval score, `rerank_score` when a reranker is configured,
+whether the answer cites it) and `citations`, the passage numbers the answer cites in first-cited order. Streaming
+sends `sources` on the first chunk and `citations` on the chunk that carries the finish reason. Clients index
+folders by configured name only: a request can never make the server open a path.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class RagRoutes:
         self.settings = settings
         self._retrievers: dict[str, object] = {}
         self._embedders: dict[str, object] = {}
+        self._reranker = None  # one cross-encoder shared by every index, loaded with the first retriever
         self._lock = threading.Lock()
 
     def model_names(self, models: list[str]) -> list[str]:
@@ -82,8 +84,23 @@ class RagRoutes:
                     db.close()
                 if model not in self._embedders:
                     self._embedders[model] = Embedder(model)
-                self._retrievers[index] = Retriever(folder, self._embedders[model])
+                retriever = Retriever(folder, self._embedders[model])
+                if self.settings.reranker:
+                    retriever.set_reranker(self._load_reranker(), self.settings.rerank_candidates)
+                self._retrievers[index] = retriever
             return self._retrievers[index]
+
+    def _load_reranker(self):
+        if self._reranker is None:
+            from tuneforge.errors import TuneforgeError
+            from tuneforge.rag.rerank import Reranker
+
+            try:
+                self._reranker = Reranker(self.settings.reranker)
+            except TuneforgeError as error:
+                raise ApiError(503, f"the reranker of this server is not available: {error.message}",
+                               code="reranker_missing") from None
+        return self._reranker
 
     async def chat(self, request, key, req, generate):
         """Retrieve, rewrite the request for MODEL, run the ordinary chat route, add the sources to its answer."""
@@ -111,7 +128,9 @@ class RagRoutes:
         inner = req.model_copy(update={"model": model, "messages": messages})
         response = await generate(request, key, inner, chat=True)
         sources = [{"number": n, "chunk_id": p.id, "path": p.source, "heading": p.heading, "start_char": p.start_char,
-                    "end_char": p.end_char, "score": p.score} for n, p in enumerate(passages, 1)]
+                    "end_char": p.end_char, "score": p.score,
+                    **({"rerank_score": p.rerank_score} if p.rerank_score is not None else {})}
+                   for n, p in enumerate(passages, 1)]
 
         def finish(payload: dict, text: str | None) -> dict:
             payload["model"] = name
