@@ -114,7 +114,7 @@ def test_stacks_follow_adapters_removed_and_added_at_run_time(tokenizer, adapter
 
 
 def test_server_lru_pool_swapping_adapters_keeps_answers_exact(tokenizer, adapters):
-    from tuneforge.serve.engine import Job, ServingEngine
+    from tuneforge.serve.engines.engine import Job, ServingEngine
 
     reference = _engine(tokenizer, adapters, stacked=False)
     engine = InferenceEngine(build_tiny_model(), tokenizer)

@@ -1,6 +1,6 @@
-"""Continuous batching in the serving engine (serve/continuous.py): the KV-cache merge, requests joining a running
-batch between two steps, mixed adapters, per-row limits, stop ids and streaming - every answer compared token for
-token with the same request alone through `InferenceEngine.generate` (the batch-at-a-time path)."""
+"""Continuous batching in the serving engine (serve/engines/continuous.py): the KV-cache merge, requests joining a
+running batch between two steps, mixed adapters, per-row limits, stop ids and streaming - every answer compared token
+for token with the same request alone through `InferenceEngine.generate` (the batch-at-a-time path)."""
 from __future__ import annotations
 
 import pytest
@@ -10,9 +10,9 @@ from tests.serve_helpers import tiny_adapter
 from tests.tiny_models import build_chatty_model
 from tuneforge.models.decoding import left_padded
 from tuneforge.models.inference import InferenceEngine
-from tuneforge.serve import continuous as continuous_module
-from tuneforge.serve.continuous import merge_caches, supports, trim_padding
-from tuneforge.serve.engine import Job, ServingEngine
+from tuneforge.serve.engines import continuous as continuous_module
+from tuneforge.serve.engines.continuous import merge_caches, supports, trim_padding
+from tuneforge.serve.engines.engine import Job, ServingEngine
 
 PROMPTS = ["hello", "the quick brown fox jumps", "a", "one two three four five six", "Why is the sky blue?", "x y",
            "Tell me a story about a dragon and a knight who became friends in the end"]

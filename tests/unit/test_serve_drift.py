@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tuneforge.cli.main import app
+from tuneforge.serve.db.store import Store
 from tuneforge.serve.drift import centroid_distance, compare, mmd_test
-from tuneforge.serve.store import Store
 
 
 def test_compare_flags_novel_and_longer_prompts():

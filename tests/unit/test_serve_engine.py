@@ -10,7 +10,7 @@ import pytest
 from tests.serve_helpers import tiny_adapter
 from tests.tiny_models import build_tiny_model
 from tuneforge.models.inference import InferenceEngine
-from tuneforge.serve.engine import AdapterRefused, Job, ServingEngine, check_adapter
+from tuneforge.serve.engines.engine import AdapterRefused, Job, ServingEngine, check_adapter
 
 PROMPTS = ["hello", "the quick brown fox jumps", "a", "one two three four five six", "Why is the sky blue?", "x y"]
 

@@ -11,8 +11,8 @@ import pytest
 from tests.registry_helpers import fake_run
 from tuneforge.registry import RegistryError, Store, promote, register, rollback, set_weight
 from tuneforge.serve.config import AdapterEntry, AutoRollback
+from tuneforge.serve.db.store import Store as RequestLog
 from tuneforge.serve.follow import Follower, rollback_reason, version_stats
-from tuneforge.serve.store import Store as RequestLog
 
 
 class FakeServing:

@@ -6,13 +6,13 @@ import json
 from importlib import resources
 
 from tuneforge.serve.config import Guardrails
+from tuneforge.serve.db.limits import RateLimiter
 from tuneforge.serve.guardrails import (
     check_input,
     check_output,
     detect_injection,
     json_problem,
 )
-from tuneforge.serve.limits import RateLimiter
 
 INJECTION_CATEGORIES = {"prompt_injection", "instruction_override"}
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.serve_helpers import running_server, tiny_adapter, tiny_base
 from tuneforge.serve.config import ServeConfig
-from tuneforge.serve.store import Store
+from tuneforge.serve.db.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +215,8 @@ def test_503_while_the_model_loads(tmp_path):
 
 def test_encrypted_request_log_is_unreadable_without_its_key(tmp_path):
     from tuneforge.errors import TuneforgeError
+    from tuneforge.serve.db.store import export_feedback, load_cipher
     from tuneforge.serve.server import open_store
-    from tuneforge.serve.store import export_feedback, load_cipher
 
     key_file = tmp_path / "log.key"
     store = open_store(tmp_path, str(key_file), create_key=True)

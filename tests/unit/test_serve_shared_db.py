@@ -17,8 +17,8 @@ from sqlalchemy.engine import make_url
 
 from tests.pg import pg_cluster, pg_url  # noqa: F401  (fixtures)
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.limits import RateLimiter, SharedRateLimiter, limiter_for
-from tuneforge.serve.store import Store, export_feedback, load_cipher
+from tuneforge.serve.db.limits import RateLimiter, SharedRateLimiter, limiter_for
+from tuneforge.serve.db.store import Store, export_feedback, load_cipher
 
 
 @pytest.fixture()
@@ -273,7 +273,7 @@ def test_an_older_sqlite_database_is_migrated_in_place_and_stays_wal(tmp_path):
 
 KILLED_WRITER = """
 import sys
-from tuneforge.serve.store import Store
+from tuneforge.serve.db.store import Store
 store = Store(sys.argv[1])
 for i in range(100000):
     store.log_request(id=f"r{i}", status=200, prompt="x" * 200)
@@ -319,7 +319,7 @@ def test_a_sqlite_database_url_shares_limits_between_stores_too(tmp_path):
 
 
 def test_a_replica_whose_clock_is_behind_neither_drains_a_bucket_nor_moves_its_time_back():
-    from tuneforge.serve.limits import Bucket
+    from tuneforge.serve.db.limits import Bucket
 
     bucket = Bucket(60.0, 10.0, 1000.0)
     bucket.refill(995.0)  # another replica's wall clock, 5 s behind the last writer's

@@ -2,7 +2,7 @@
 
 MOCK, said plainly: vLLM needs a CUDA GPU and is not installed on this project's test machines, so these tests inject
 a STAND-IN `vllm` package (`fake_vllm` below) into sys.modules. It keeps the documented signatures of what
-serve/vllm_engine.py calls (`LLM(model, tokenizer=, dtype=, seed=, enable_lora=, max_loras=, max_lora_rank=,
+serve/engines/vllm_engine.py calls (`LLM(model, tokenizer=, dtype=, seed=, enable_lora=, max_loras=, max_lora_rank=,
 gpu_memory_utilization=)`, `LLM.generate(prompts, sampling_params, *, use_tqdm, lora_request)` with one
 SamplingParams and one LoRARequest (or None) per prompt, `llm_engine.add_lora/remove_lora`, `TokensPrompt`,
 `LoRARequest(lora_name, lora_int_id, lora_path)`, `RequestOutput.outputs[0].token_ids/finish_reason`,
@@ -316,7 +316,7 @@ def test_adapters_vllm_cannot_serve_are_refused_at_load(server):
 
 def test_engine_streams_every_token_and_scores_each_row_under_the_adapter_that_wrote_it(server):
     from tuneforge.models.sources import resolve_model
-    from tuneforge.serve.vllm_engine import VllmEngine
+    from tuneforge.serve.engines.vllm_engine import VllmEngine
 
     engine = VllmEngine(resolve_model(str(server["root"] / "base")), max_loras=2, max_lora_rank=8)
     engine.add_adapter("a", str(server["root"] / "a"))

@@ -29,15 +29,15 @@ def drift(
     from tuneforge.atomic import write_json_atomic, write_text_atomic
     from tuneforge.data.formats import load_dataset_file
     from tuneforge.data.text import prompt_text
+    from tuneforge.serve.db.store import Store
+    from tuneforge.serve.db.store_schema import is_url
     from tuneforge.serve.drift import compare, html_report, logged_prompts
-    from tuneforge.serve.store import Store
-    from tuneforge.serve.store_schema import is_url
 
     db, cipher = (log if is_url(log) else Path(log)), None
     if not is_url(log) and not (db.is_file() and db.suffix == ".db"):
         from tuneforge.cli.serve import resolve_target
+        from tuneforge.serve.db.store import load_cipher
         from tuneforge.serve.server import DB_FILE
-        from tuneforge.serve.store import load_cipher
 
         cfg = resolve_target(log, runs_dir)
         db = cfg.database_url or Path(cfg.state_dir) / DB_FILE

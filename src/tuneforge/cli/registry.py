@@ -239,8 +239,8 @@ def compare_cmd(
             raise ConfigError(f"{server}: {response.status_code} {message}")
         report = response.json()
     else:
+        from tuneforge.serve.db.store import Store as RequestLog
         from tuneforge.serve.follow import version_stats
-        from tuneforge.serve.store import Store as RequestLog
 
         if not log.is_file():
             raise ConfigError(f"{log}: no request log there", hint="a server writes STATE_DIR/serve.db")

@@ -125,7 +125,7 @@ def feedback_export(
 ) -> None:
     """Turn the request log + feedback into training data that `tuneforge data validate` accepts."""
     from tuneforge.atomic import write_text_atomic
-    from tuneforge.serve.store import export_feedback
+    from tuneforge.serve.db.store import export_feedback
 
     chat, pairs = export_feedback(_store(target, runs_dir, database_url))
     out = Path(out)

@@ -29,7 +29,8 @@ from fastapi.responses import JSONResponse, Response
 from tuneforge.errors import TuneforgeError
 from tuneforge.serve.completion import generate
 from tuneforge.serve.config import REGISTRY_PREFIX, ServeConfig
-from tuneforge.serve.engine import AdapterRefused, ServingEngine
+from tuneforge.serve.db.store import Store
+from tuneforge.serve.engines.engine import AdapterRefused, ServingEngine
 from tuneforge.serve.follow import Follower, version_stats
 from tuneforge.serve.guardrails import validate_response_format
 from tuneforge.serve.protocol import (
@@ -42,7 +43,6 @@ from tuneforge.serve.protocol import (
 )
 from tuneforge.serve.rag_route import RagRoutes
 from tuneforge.serve.state import Served, State
-from tuneforge.serve.store import Store
 
 
 def create_app(cfg: ServeConfig, store: Store, loader) -> FastAPI:

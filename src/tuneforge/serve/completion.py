@@ -22,11 +22,11 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.engine import Job
+from tuneforge.serve.db.store import ApiKey
+from tuneforge.serve.engines.engine import Job
 from tuneforge.serve.guardrails import check_input, check_output, json_instruction, json_problem
 from tuneforge.serve.protocol import ApiError
 from tuneforge.serve.state import State, seconds_to_midnight
-from tuneforge.serve.store import ApiKey
 
 PINNED = re.compile(r"^(.+)@v(\d+)$")
 

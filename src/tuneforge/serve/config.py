@@ -184,7 +184,7 @@ class ServeConfig(StrictModel):
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
         if value is not None:  # the message never repeats the value: it may hold a password
-            from tuneforge.serve.store_schema import BACKENDS, database_url
+            from tuneforge.serve.db.store_schema import BACKENDS, database_url
 
             try:
                 backend = database_url(value).get_backend_name() if "://" in value else None

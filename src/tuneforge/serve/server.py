@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tuneforge.errors import ConfigError
 from tuneforge.serve.config import ServeConfig
-from tuneforge.serve.store import Store
+from tuneforge.serve.db.store import Store
 
 ADMIN_KEY_FILE = "admin.key"
 DB_FILE = "serve.db"
@@ -16,7 +16,7 @@ DB_FILE = "serve.db"
 def open_store(state_dir: str | Path, key_file: str | None = None, *, create_key: bool = False,
                database_url: str | None = None) -> Store:
     """The server's state: the database URL when one is given (shared by replicas), else state_dir/serve.db."""
-    from tuneforge.serve.store import load_cipher
+    from tuneforge.serve.db.store import load_cipher
 
     cipher = load_cipher(key_file, create=create_key) if key_file else None
     return Store(database_url or Path(state_dir) / DB_FILE, cipher)
@@ -48,7 +48,7 @@ def model_loader(cfg: ServeConfig):
         # A registry base (registry:NAME@production) is resolved once at start: a base swap is a restart.
         ref = resolve_model_ref(parse_model_ref(cfg.base), db=cfg.registry_db)
         if cfg.engine == "llamacpp":
-            from tuneforge.serve.llamacpp_engine import LlamaCppEngine
+            from tuneforge.serve.engines.llamacpp_engine import LlamaCppEngine
 
             gguf = ref.path if ref.kind == "gguf" else None
             if gguf is None:
@@ -62,7 +62,7 @@ def model_loader(cfg: ServeConfig):
         resolved = resolve_model(base_ref.model_path)
         name = Path(cfg.base).name if ref.kind in ("folder", "gguf", "run") else cfg.base
         if cfg.engine == "vllm":
-            from tuneforge.serve.vllm_engine import VllmEngine
+            from tuneforge.serve.engines.vllm_engine import VllmEngine
 
             engine = VllmEngine(resolved, name=cfg.base, dtype=cfg.dtype, max_loras=cfg.max_loaded_adapters,
                                 max_lora_rank=cfg.max_lora_rank, gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -84,7 +84,7 @@ def build_app(cfg: ServeConfig):
     from tuneforge.serve.app import create_app
 
     if cfg.engine == "vllm":  # fail at start with the config field named, not later in /health
-        from tuneforge.serve.vllm_engine import require_vllm
+        from tuneforge.serve.engines.vllm_engine import require_vllm
 
         require_vllm()
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from tuneforge.serve.config import Guardrails, ServeConfig
-from tuneforge.serve.engine import ServingEngine
+from tuneforge.serve.db.limits import RateLimiter, limiter_for
+from tuneforge.serve.db.store import ApiKey, Store
+from tuneforge.serve.engines.engine import ServingEngine
 from tuneforge.serve.follow import Follower
-from tuneforge.serve.limits import RateLimiter, limiter_for
 from tuneforge.serve.metrics import ServeMetrics
 from tuneforge.serve.protocol import ApiError
-from tuneforge.serve.store import ApiKey, Store
 
 
 @dataclass

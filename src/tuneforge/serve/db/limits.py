@@ -127,7 +127,7 @@ class SharedRateLimiter(RateLimiter):
     def _locked(self, key_id: str, capacities: dict[str, int | None], now: float) -> Iterator[dict[str, Bucket]]:
         from sqlalchemy import select, update
 
-        from tuneforge.serve.store_schema import buckets, insert_for
+        from tuneforge.serve.db.store_schema import buckets, insert_for
 
         kinds = sorted(capacities)  # rows are locked in one order by everyone: no deadlock between replicas
         query = (select(buckets.c.kind, buckets.c.capacity, buckets.c.level, buckets.c.stamp)

@@ -60,7 +60,7 @@ feedback = Table(
     Column("correction", Text), Column("preferred", Text), Column("comment", Text),
     sqlite_autoincrement=True)
 
-# Rate-limit token buckets shared by replicas (serve/limits.py SharedRateLimiter); stamp is wall-clock time.time().
+# Rate-limit token buckets shared by replicas (serve/db/limits.py SharedRateLimiter); stamp is wall-clock time.time().
 buckets = Table(
     "rate_buckets", metadata,
     Column("key_id", Text, nullable=False), Column("kind", Text, nullable=False),

@@ -3,7 +3,7 @@
 Embedded SQLite file by default (STATE_DIR/serve.db; WAL, one commit per write: a killed server loses no committed
 row and leaves a database SQLite opens cleanly; one connection shared under a lock, since requests are short and the
 engine, not the database, is the bottleneck). With a database URL (`database_url`, PostgreSQL via psycopg) several
-replicas share the same keys, usage, log, feedback and rate limits. Tables and engines: serve/store_schema.py.
+replicas share the same keys, usage, log, feedback and rate limits. Tables and engines: serve/db/store_schema.py.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.serve.store_schema import (
+from tuneforge.serve.db.store_schema import (
     BACKENDS,
     create_tables,
     database_url,

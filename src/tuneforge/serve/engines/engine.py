@@ -2,12 +2,13 @@
 
 One worker thread owns the `InferenceEngine` (torch calls never run concurrently, adapters are never swapped under
 a running batch). Requests queue up; the worker takes the first and waits `window_ms` for more (up to
-`max_batch_size`). Greedy requests (temperature 0, any adapter) then run as a continuous batch (serve/continuous.py):
-at every decoding step finished rows leave and queued greedy requests join, so a request arriving while a batch runs
-starts at the next step. Sampled requests, engines the loop does not support, and `continuous=False` run as one
-`engine.generate` call per sampling setting, with per-prompt adapters (PEFT's mixed-adapter batch) and per-prompt
-max_tokens. Adapter loads/unloads are queued like requests, so every request queued before an unload still runs on
-the adapter it asked for (a continuous batch stops admitting at the first queued item that cannot join).
+`max_batch_size`). Greedy requests (temperature 0, any adapter) then run as a continuous batch
+(serve/engines/continuous.py): at every decoding step finished rows leave and queued greedy requests join (in
+groups), so a request arriving while a batch runs starts within a few steps. Sampled requests, engines the loop does
+not support, and `continuous=False` run as one `engine.generate` call per sampling setting, with per-prompt adapters
+(PEFT's mixed-adapter batch) and per-prompt max_tokens. Adapter loads/unloads are queued like requests, so every
+request queued before an unload still runs on the adapter it asked for (a continuous batch stops admitting at the
+first queued item that cannot join).
 
 Seeded sampled requests run alone: a seeded sample is reproducible only when the batch around it is the same.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
 from tuneforge.models.inference import InferenceEngine
-from tuneforge.serve import continuous
+from tuneforge.serve.engines import continuous
 
 
 class AdapterRefused(TuneforgeError):
@@ -124,7 +125,7 @@ class ServingEngine:
                  max_queue: int, base_sha256: str | None = None, on_batch: Callable[[int], None] | None = None,
                  continuous: bool = True):
         self.engine, self.max_loaded, self.base_sha256 = engine, max_loaded, base_sha256
-        self.continuous = continuous  # greedy requests through serve/continuous.py where the engine allows
+        self.continuous = continuous  # greedy requests through serve/engines/continuous.py where the engine allows
         self.max_batch_size, self.window, self.max_queue = max_batch_size, window_ms / 1000.0, max_queue
         self.known: dict[str, Path] = {}                 # adapters that may be served (loaded on demand)
         self.loaded: OrderedDict[str, None] = OrderedDict()  # in memory, least recently used first
