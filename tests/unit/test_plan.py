@@ -306,3 +306,17 @@ def test_a_plan_that_cannot_be_made_does_not_stop_training(monkeypatch):
     monkeypatch.setattr(build, "make_plans", broken)
     console = make_console(quiet=True)
     assert build.check_before_training(run_config(), console, base_ref=None) is None
+
+
+def test_step_time_is_the_sum_of_its_parts_and_sft_scores_only_trained_positions(tiny_folder):
+    shape = shape_from_folder(tiny_folder)
+    device = Device("box", "cpu", 10 * GB, 1e11, 1e11, 1e10, "test", runtime_bytes=0.0)
+    work = synthetic_workload(examples=8, length=32, trained=8, batch_size=4)
+    plan = estimate(run_config(training={"batch_size": 4}), shape, work, device)
+    # The step's time is matmul + memory + overhead; one forward's time (kept for the evaluation passes) is not
+    # added on top (it was: the quickstart's plan said 9.0 s/step for parts summing to 6.4 s).
+    assert plan.seconds_per_step == pytest.approx(sum(plan.time_parts.values()))
+    # SFT with the trained-positions loss runs the LM head on the 8 trained positions of each 32-token row only.
+    plain = estimate(run_config(training={"batch_size": 4, "loss_at_trained_positions": False}), shape, work, device)
+    head_unit = 2 * 64 * 49_152 * 4 * 31          # hidden x vocab x rows x scored positions, per pass
+    assert plain.flops_per_step - plan.flops_per_step == pytest.approx(3 * head_unit * (1 - 8 / 32))

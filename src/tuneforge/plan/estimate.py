@@ -248,7 +248,8 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     # --- time
     parts, flops, traffic = _step_cost(run_cfg, shape, workload, device, trainable, weights, activations, logits,
                                        head_trained, blocks)
-    seconds_per_step = sum(parts.values())
+    # "forward share" is one forward's time (for the evaluation-loss passes), not a part of the step.
+    seconds_per_step = sum(v for k, v in parts.items() if k != "forward share")
     batches = workload.batches or [(training.batch_size, run_cfg.data.max_length, 0)]
     passes_per_epoch = len(batches)
     steps_per_epoch = max(1, math.ceil(passes_per_epoch / training.gradient_accumulation_steps))
@@ -293,9 +294,11 @@ def _step_cost(run_cfg, shape: ModelShape, workload: Workload, device: Device, t
         backward = forward * share + 2 * trainable * tokens  # gradients only through the trained top blocks
     else:
         backward = forward + (2 * block_params * tokens if full else 4 * trainable * tokens)
-    # LM head: positions scored (all on CPU, loss-carrying ones with Triton on GPU).
+    # LM head: positions scored - the loss-carrying ones with SFT's trained-positions loss (any device,
+    # train/trained_positions.py) or TRL's Triton head on GPU, all of them otherwise.
     positions = rows * (seq - 1) * ga
-    if device.kind == "gpu" and objective in CHUNKED_LM_HEAD_OBJECTIVES:
+    trained_only = objective == "sft" and training.loss_at_trained_positions
+    if trained_only or (device.kind == "gpu" and objective in CHUNKED_LM_HEAD_OBJECTIVES):
         positions *= sum(workload.trained) / max(1, sum(workload.lengths))
     head_unit = 2 * shape.hidden * shape.vocab * positions
     head = head_unit * (3 + (1 if head_trained else 0))  # forward, recompute, input grad (+ weight grad)
