@@ -328,9 +328,9 @@ def test_engine_streams_every_token_and_scores_each_row_under_the_adapter_that_w
     assert [c.finish_reason for c in done] == ["length", "stop"] and len(done[0].token_ids) == 4
     assert [t for row, t in steps if row == 0] == done[0].token_ids
     assert [t for row, t in steps if row == 1][:-1] == done[1].token_ids  # then the EOS, which the answer drops
-    # the serving engine hands back the job's own prompt list; an equal copy with the same answer also works
-    scored = engine.score_rows([(prompt_a, done[0].token_ids)]) + engine.score_rows([(list(prompt_b),
-                                                                                        done[1].token_ids)])
+    # each answer is scored under the adapter that wrote it (the serving engine passes the job's adapter)
+    scored = engine.score_rows([(prompt_a, done[0].token_ids)], adapters=["a"]) + \
+        engine.score_rows([(list(prompt_b), done[1].token_ids)], adapters=["b"])
     assert [round(logp / count, 6) for logp, count in scored] == [-0.2, -0.4]
     assert engine.score_rows([(prompt_a, done[0].token_ids)], adapters=[None])[0][0] == \
         pytest.approx(-0.05 * len(done[0].token_ids))

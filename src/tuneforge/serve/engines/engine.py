@@ -298,7 +298,8 @@ class ServingEngine:
             groups.setdefault(job.adapter, []).append((job, completion))
         for adapter, items in groups.items():
             if hasattr(self.engine, "score_rows"):
-                results = self.engine.score_rows([(j.prompt_ids, list(c.token_ids)) for j, c in items])
+                results = self.engine.score_rows([(j.prompt_ids, list(c.token_ids)) for j, c in items],
+                                                 adapters=[adapter] * len(items))
             else:
                 rows = [(list(j.prompt_ids) + list(c.token_ids), [0] * len(j.prompt_ids) + [1] * len(c.token_ids))
                         for j, c in items]

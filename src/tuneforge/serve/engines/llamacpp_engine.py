@@ -51,6 +51,8 @@ class LlamaCppEngine:
         return out
 
 
-    def score_rows(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
-        """(summed log-prob, count) of each (prompt, answer) pair's answer tokens."""
+    def score_rows(self, rows: Sequence[tuple[list[int], list[int]]],
+                   adapters: Sequence[str | None] | None = None) -> list[tuple[float, int]]:
+        """(summed log-prob, count) of each (prompt, answer) pair's answer tokens (no adapters: `adapters` is None
+        or all None)."""
         return [(self.llama.continuation_logp(prompt, answer), len(answer)) for prompt, answer in rows]

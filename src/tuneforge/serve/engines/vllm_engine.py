@@ -92,7 +92,6 @@ class VllmEngine:
         self.llm = vllm.LLM(**options)
         self._requests: dict[str, object] = {}       # loaded adapters: name -> LoRARequest
         self._ids: dict[tuple[str, str], int] = {}   # (name, folder) -> vLLM's int id, never reused for another
-        self._last: list[tuple[list[int], tuple[int, ...], str | None]] = []  # last batch: who wrote what
 
     # ------------------------------------------------------------------ adapters
     @property
@@ -185,29 +184,19 @@ class VllmEngine:
                                               "stop" if sample.finish_reason == "stop" else "length")
             completions.append(Completion(text=text, token_ids=kept, finish_reason=reason,
                                           prompt_tokens=len(prompt)))
-        self._last = [(prompt, tuple(c.token_ids), name) for prompt, c, name in zip(ids, completions, names)]
         return completions
 
     # ------------------------------------------------------------------ scoring
-    def _writer(self, prompt: list[int], answer: list[int]) -> str | None | bool:
-        """The adapter that wrote `answer` to `prompt` in the last batch: the serving engine passes the job's own
-        prompt list, so identity decides; else equal tokens; False when equal rows came from different adapters;
-        None (the base) for a row that was not in the last batch."""
-        for ids, _, name in self._last:
-            if ids is prompt:
-                return name
-        names = {name for ids, tokens, name in self._last if ids == prompt and tokens == tuple(answer)}
-        return names.pop() if len(names) == 1 else (False if names else None)
-
     def score_rows(self, rows: Sequence[tuple[list[int], list[int]]],
                    adapters: Sequence[str | None] | None = None) -> list[tuple[float, int]]:
         """(summed log-prob, count) of each (prompt, answer) pair's answer tokens under the adapter that wrote it
-        (`adapters`, else looked up in the last batch); (0.0, 0), i.e. not judged, when that cannot be told."""
+        (`adapters`, one name or None per row; None: the base); (0.0, 0), i.e. not judged, when vLLM does not
+        return a log-probability for every answer token."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        names = list(adapters) if adapters is not None else [self._writer(p, a) for p, a in rows]
-        todo = [i for i, (name, (_, answer)) in enumerate(zip(names, rows)) if name is not False and answer]
+        names = list(adapters) if adapters is not None else [None] * len(rows)
+        todo = [i for i, (_, answer) in enumerate(rows) if answer]
         out = [(0.0, 0)] * len(rows)
         if not todo:
             return out
