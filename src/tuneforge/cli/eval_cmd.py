@@ -15,7 +15,8 @@ def _split(values: list[str] | None) -> list[str]:
 
 def evaluate(
     model: str = typer.Argument(None, help="A run (dir or name), adapter folder, merged folder, .gguf, catalog name "
-                                           "or hub id; leave out with --endpoint."),
+                                           "or hub id; leave out with --endpoint. With --against: the first "
+                                           "saved results (A)."),
     data: str = typer.Option(None, "--data", help="Test data in any format the data commands read (chat, alpaca, "
                                                   "prompt/completion; quickstart:FILE works)."),
     task: str = typer.Option(None, "--task", help="Task YAML: prompt template, reference field, metrics, labels, "
@@ -31,7 +32,8 @@ def evaluate(
     batch_size: int = typer.Option(16, "--batch-size", help="Items generated together (local models)."),
     max_items: int = typer.Option(None, "--max-items", help="Evaluate only the first N task items."),
     out: Path = typer.Option(None, "--out", help="Output folder for results.json and report.html "
-                                                 "(default: RUN/eval/standalone for a run, else ./eval-results)."),
+                                                 "(default: RUN/eval/standalone for a run, else ./eval-results); "
+                                                 "with --against, for comparison.json and comparison.html."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run names are looked up."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap and permutation seed."),
     adapter_base: str = typer.Option(None, "--adapter-base", help="Base model for an adapter folder (default: the "
@@ -65,7 +67,8 @@ def evaluate(
                                                         "YAML files / folders with local data (offline). Runs on "
                                                         "CUDA if present, else CPU. Needs tuneforge[harness]."),
     harness_limit: int = typer.Option(None, "--harness-limit", help="Items per harness task."),
-    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html beside results.json."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html beside results.json "
+                                                     "(comparison.html with --against)."),
     engine: str = typer.Option("transformers", "--engine", help="How a .gguf MODEL runs: transformers (dequantised "
                                "to float32) or llamacpp (the file itself in llama.cpp, as deployments run it)."),
     cohort_field: str = typer.Option(None, "--cohort-field", help="Fairness: row field naming each item's cohort; "
@@ -81,6 +84,12 @@ def evaluate(
                                              "filled sheets or form downloads (2-3); more files may follow as "
                                              "arguments. Writes results['human'] and human_win_rate."),
     human_key: Path = typer.Option(None, "--human-key", help="The sheet's key.json (default: beside a rating file)."),
+    against: str = typer.Option(None, "--against", help="Run vs run, nothing generated: compare MODEL's saved "
+                                "results (a run dir or name, a results.json or its folder, registry:NAME@ALIAS) with "
+                                "these (same forms), paired by item id on every metric scored per item in both "
+                                "(task, general set, probes); prints mean A, mean B, B - A with a 95% paired "
+                                "bootstrap CI and a paired test, and writes comparison.json + comparison.html into "
+                                "--out (default: beside A's results.json, compare-B/)."),
     more_files: list[Path] = typer.Argument(None, hidden=True, help="Further --human-results files."),
 ) -> None:
     """Evaluate a model or endpoint; with --base, compare two models item by item (bootstrap CI + paired test).
@@ -89,6 +98,8 @@ def evaluate(
 
     Human evaluation: tuneforge eval runs/quickstart --human-sheet sheets/ --n 50, then
     tuneforge eval runs/quickstart --human-results sheets/alice.csv sheets/bob.csv
+
+    Run vs run (saved results, no generation): tuneforge eval runs/plain --against runs/l2sp
     """
     from tuneforge.errors import ConfigError
     from tuneforge.eval.standalone import EvalOptions, evaluate_command
@@ -96,6 +107,19 @@ def evaluate(
 
     if list_metrics:
         _print_metrics()
+        return
+    if against:
+        given = [flag for flag, value in (
+            ("--data", data), ("--task", task), ("--base", base), ("--metric", metric), ("--general", general),
+            ("--general-data", general_data), ("--probes", probes), ("--probes-data", probes_data),
+            ("--train-data", train_data), ("--endpoint", endpoint), ("--judge-endpoint", judge_endpoint),
+            ("--judge-model", judge_model), ("--harness", harness), ("--cohort-field", cohort_field),
+            ("--counterfactual", counterfactual), ("--human-sheet", human_sheet), ("--human-results", human_results),
+            ("extra arguments", more_files)) if value]
+        if given:
+            raise ConfigError(f"--against compares two saved results and generates nothing; {', '.join(given)} "
+                              "do not apply", hint="evaluate each run first, then: tuneforge eval A --against B")
+        _against(model, against, out, runs_dir, seed, report)
         return
     if more_files and not human_results:
         raise ConfigError(f"unexpected argument(s) {' '.join(map(str, more_files))}",
@@ -165,6 +189,28 @@ def _human(source: str | None, sheet: Path | None, n: int, files: list[Path], ke
 
         write_eval_report(results, path.parent / "report.html")
     console.print(f"results: {path} (human, models.tuned.summary.human_win_rate)")
+
+
+def _against(a: str | None, b: str, out: Path | None, runs_dir: Path, seed: int, report: bool) -> None:
+    """`tuneforge eval A --against B`: both sides' saved results, paired by item id (tuneforge.eval.compare_runs)."""
+    from tuneforge.atomic import write_json_atomic
+    from tuneforge.errors import ConfigError
+    from tuneforge.eval.compare_runs import compare_results, default_out, print_comparison
+    from tuneforge.eval.human.sheet import find_results
+
+    if not a:
+        raise ConfigError("--against needs the first results too: tuneforge eval A --against B")
+    path_a, path_b = (find_results(_from_registry(text, runs_dir), runs_dir) for text in (a, b))
+    doc = compare_results(path_a, path_b, seed=seed)
+    target = out or default_out(path_a, doc["b"]["label"])
+    write_json_atomic(target / "comparison.json", doc)
+    console = make_console()
+    print_comparison(doc, console)
+    if report:
+        from tuneforge.report.compare_report import write_comparison_report
+
+        console.print(f"report:     {write_comparison_report(doc, target / 'comparison.html')}")
+    console.print(f"comparison: {target / 'comparison.json'}")
 
 
 def _from_registry(text: str | None, runs_dir: Path) -> str | None:

@@ -159,8 +159,11 @@ class MetricBars:
     ci_high: float
 
 
-def comparison_chart(bars: Sequence[MetricBars], *, title: str, width: int = 720, height: int = 320) -> str:
+def comparison_chart(bars: Sequence[MetricBars], *, title: str, width: int = 720, height: int = 320,
+                     names: tuple[str, str] = ("base", "tuned")) -> str:
     """Base and tuned bars per metric; a whisker on the tuned bar spans base + the delta's confidence interval.
+
+    `names` labels the two bars (legend and tooltips): a run-vs-run comparison draws A as "base" and B as "tuned".
 
     Drawing the interval at base + [ci_low, ci_high] puts it on the tuned bar's scale: the tuned bar's top is
     base + delta, and a whisker that does not reach down to the base bar's height means the gain excludes zero.
@@ -184,6 +187,7 @@ def comparison_chart(bars: Sequence[MetricBars], *, title: str, width: int = 720
     bar_width = min(56.0, slot * 0.3)
     zero = frame.py(max(y_ticks[0], 0.0))
     colors = {"base": "#9ca3af", "tuned": PALETTE[0]}
+    shown = dict(zip(("base", "tuned"), names))
     for index, b in enumerate(bars):
         center = frame.left + slot * (index + 0.5)
         # The tuned bar's label sits left of its whisker so the two never overlap.
@@ -194,7 +198,7 @@ def comparison_chart(bars: Sequence[MetricBars], *, title: str, width: int = 720
             top = frame.py(value)
             body.append(
                 f'<rect x="{center + offset:.1f}" y="{min(top, zero):.1f}" width="{bar_width:.1f}" '
-                f'height="{abs(zero - top):.1f}" fill="{colors[key]}"><title>{escape(b.metric)} {key}: '
+                f'height="{abs(zero - top):.1f}" fill="{colors[key]}"><title>{escape(b.metric)} {escape(shown[key])}: '
                 f"{value:.4f}</title></rect>"
                 f'<text x="{label_x:.1f}" y="{top - 4:.1f}" text-anchor="{anchor}" {_FONT}>{value:.3f}</text>'
             )
@@ -209,7 +213,8 @@ def comparison_chart(bars: Sequence[MetricBars], *, title: str, width: int = 720
             f'<text x="{center:.1f}" y="{height - frame.bottom + 16}" text-anchor="middle" {_FONT}>'
             f"{escape(b.metric)}</text>"
         )
-    body.extend(_legend([("base", colors["base"]), ("tuned (whisker: base + delta CI)", colors["tuned"])],
+    body.extend(_legend([(shown["base"], colors["base"]),
+                         (f"{shown['tuned']} (whisker: {shown['base']} + delta CI)", colors["tuned"])],
                         frame.left + 8, 36))
     return _svg(width, height, title, body)
 
