@@ -11,7 +11,9 @@ rate (the quickstart's 2e-4; TRL's own default would be 2e-5, which would make t
 - tuneforge: the real CLI, `tuneforge train src/tuneforge/assets/quickstart/quickstart.yaml` with overrides that
   leave out what TRL's run does not do (base-model evaluation, test-set generation, exports; no evaluation or
   checkpoint inside the N steps). `tuneforge-reference` is the same with `training.loss_at_trained_positions=false`;
-  `tuneforge-gc` adds `training.gradient_checkpointing=true` (TRL's default), the memory-for-compute trade.
+  `tuneforge-gc` adds `training.gradient_checkpointing=true` (TRL's default), the memory-for-compute trade;
+  `tuneforge-bf16` adds `training.mixed_precision=bf16` (TRL's default precision); `tuneforge-lean` adds both bf16
+  and checkpointing of every 2nd decoder layer (`gradient_checkpointing_every_n_layers=2`).
 - trl: `SFTTrainer(model=<model folder>, train_dataset=<the quickstart messages>, peft_config=LoraConfig(...),
   args=SFTConfig(...))`: everything else is TRL's default (bf16 autocast, gradient checkpointing, loss on every
   token of the conversation, padding to the longest row, no length grouping). On a machine without a GPU it also
@@ -45,13 +47,25 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "src" / "tuneforge" / "assets" / "quickstart"
 LEARNING_RATE = 2e-4
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-SIDES = ("tuneforge", "trl", "tuneforge-reference", "tuneforge-gc")
+#: Each tuneforge side: the quickstart run plus these overrides.
+SIDE_OVERRIDES = {
+    "tuneforge": [],
+    # The reference loss path: TRL's LM head over every position.
+    "tuneforge-reference": ["training.loss_at_trained_positions=false"],
+    # TRL's own default: recompute activations in the backward pass (memory for compute).
+    "tuneforge-gc": ["training.gradient_checkpointing=true"],
+    # bf16 autocast (TRL's default precision) and checkpointing of every 2nd decoder layer only.
+    "tuneforge-lean": ["training.mixed_precision=bf16", "training.gradient_checkpointing=true",
+                       "training.gradient_checkpointing_every_n_layers=2"],
+    "tuneforge-bf16": ["training.mixed_precision=bf16"],
+}
+SIDES = ("trl", *SIDE_OVERRIDES)
 
 
 # ---------------------------------------------------------------------------- children
 
 
-def tuneforge_command(steps: int, seed: int, out: Path, reference: bool, checkpointing: bool = False) -> list[str]:
+def tuneforge_command(steps: int, seed: int, out: Path, side: str = "tuneforge") -> list[str]:
     overrides = [
         f"training.max_steps={steps}", f"training.seed={seed}", f"training.learning_rate={LEARNING_RATE}",
         "training.batch_size=8", "data.max_length=256",
@@ -62,10 +76,7 @@ def tuneforge_command(steps: int, seed: int, out: Path, reference: bool, checkpo
         "export.adapter=false", "export.merged=false", "export.card=false",
         f"output.dir={out}", "output.name=bench",
     ]
-    if reference:
-        overrides.append("training.loss_at_trained_positions=false")
-    if checkpointing:  # TRL's own default: recompute activations in the backward pass (memory for compute)
-        overrides.append("training.gradient_checkpointing=true")
+    overrides += SIDE_OVERRIDES[side]
     return [sys.executable, "-m", "tuneforge.cli.main", "train", str(QUICKSTART / "quickstart.yaml"), *overrides]
 
 
@@ -142,8 +153,7 @@ def run_side(side: str, steps: int, seed: int, env: dict, keep_log: Path | None,
             command = [sys.executable, __file__, "--child", "trl", "--steps", str(steps), "--seed", str(seed),
                        "--child-out", str(out), *(["--trl-fp32"] if trl_fp32 else [])]
         else:
-            command = tuneforge_command(steps, seed, out, reference=side == "tuneforge-reference",
-                                        checkpointing=side == "tuneforge-gc")
+            command = tuneforge_command(steps, seed, out, side)
         log = open(keep_log, "a") if keep_log else subprocess.DEVNULL
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

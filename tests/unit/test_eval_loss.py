@@ -76,3 +76,25 @@ def test_accepts_tensors_restores_mode_and_rejects_bad_input(tiny_model):
         eval_loss(tiny_model, [{"input_ids": [1, 2, 3], "assistant_masks": [0, 1]}], progress=False)
     with pytest.raises(ValueError, match="assistant_masks"):
         eval_loss(tiny_model, [{"input_ids": [1, 2, 3]}], progress=False)
+
+
+def test_plain_head_models_score_only_the_masked_positions_in_chunks(tiny_model, monkeypatch):
+    """The LM head runs on the scored positions alone (in chunks) and gives the full logits' numbers."""
+    import tuneforge.models.inference as inference
+    from tuneforge.models.heads import decoder_and_head
+
+    assert decoder_and_head(tiny_model) is not None, "the tiny Llama must take the plain-head path"
+    expected_loss, _ = _manual(tiny_model, EXAMPLES)
+    calls = []
+    head = tiny_model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    monkeypatch.setattr(inference, "SCORE_CHUNK_POSITIONS", 3)
+    try:
+        chunked = eval_loss(tiny_model, EXAMPLES, batch_size=8, progress=False)
+    finally:
+        handle.remove()
+    assert chunked["loss"] == pytest.approx(expected_loss, abs=1e-5)
+    assert calls == [3, 3, 2], "8 scored positions, 3 at a time, never the 4 x 7 grid"
+    monkeypatch.setattr(inference, "decoder_and_head", lambda model: None)  # the model's own full logits
+    assert eval_loss(tiny_model, EXAMPLES, batch_size=8, progress=False)["loss"] == pytest.approx(
+        chunked["loss"], abs=1e-6)

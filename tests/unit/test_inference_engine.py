@@ -202,3 +202,29 @@ def test_finish_tokens_cuts_at_stop_ids_then_stop_strings_and_counts_only_the_ke
     # A stop string inside a token keeps that token (its text reaches past the cut).
     assert finish_tokens([1, 2, 4], set(), decode, ("b",), "length") == ([1], "a", "stop")
     assert finish_tokens([4], set(), decode, (), "stop") == ([4], "x", "stop")
+
+
+def test_budget_batches_cap_prompts_and_cache_positions():
+    from tuneforge.models.inference import budget_batches
+
+    lengths, limits = [30, 20, 10, 10, 5, 5], [10] * 6
+    order = list(range(6))  # already longest first
+    assert budget_batches(order, lengths, limits, batch_size=4) == [[0, 1, 2, 3], [4, 5]]
+    # 100 positions: 30 + 10 = 40 per row -> 2 rows; then 20 + 10 = 30 -> 3 rows; 5 + 10 -> the rest
+    assert budget_batches(order, lengths, limits, batch_size=8, batch_tokens=100) == [[0, 1], [2, 3, 4, 5]]
+    assert budget_batches(order, lengths, limits, batch_size=8, batch_tokens=10) == [[i] for i in order]
+
+
+def test_token_budget_batches_give_the_same_greedy_answers(tiny_model, tokenizer):
+    engine = InferenceEngine(tiny_model, tokenizer)
+    prompts = [[1, *range(40, 40 + n)] for n in (3, 9, 5, 12, 4, 7)]
+    by_count = engine.generate(prompts, max_new_tokens=6, batch_size=6, progress=False)
+    engine.batch_tokens = 40
+    by_tokens = engine.generate(prompts, max_new_tokens=6, batch_size=6, progress=False)
+    assert [c.token_ids for c in by_tokens] == [c.token_ids for c in by_count]
+    try:
+        engine.generate(prompts, max_new_tokens=6, batch_tokens=0, progress=False)
+    except ValueError as error:
+        assert "batch_tokens must be positive" in str(error)
+    else:
+        raise AssertionError("batch_tokens=0 must be refused")

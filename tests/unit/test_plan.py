@@ -320,3 +320,44 @@ def test_step_time_is_the_sum_of_its_parts_and_sft_scores_only_trained_positions
     plain = estimate(run_config(training={"batch_size": 4, "loss_at_trained_positions": False}), shape, work, device)
     head_unit = 2 * 64 * 49_152 * 4 * 31          # hidden x vocab x rows x scored positions, per pass
     assert plain.flops_per_step - plan.flops_per_step == pytest.approx(3 * head_unit * (1 - 8 / 32))
+
+
+def test_partial_checkpointing_and_bf16_autocast_in_the_plan(tiny_folder):
+    from tuneforge.plan.estimate import MIXED_ELEMENT_BYTES, activation_elements_per_token
+
+    shape = shape_from_folder(tiny_folder)
+    device = Device("box", "cpu", 10 * GB, 2e11, 1e11, 1e10, "test", runtime_bytes=0.0)
+    work = synthetic_workload(examples=8, length=32, trained=8, batch_size=4)
+
+    def plan(**training):
+        return estimate(run_config(training={"batch_size": 4, **training}), shape, work, device)
+
+    def part(result, name):
+        return {c.name: c.bytes for c in result.components}.get(name)
+
+    none, every = plan(), plan(gradient_checkpointing=True)
+    half = plan(gradient_checkpointing=True, gradient_checkpointing_every_n_layers=2)
+    per_token = activation_elements_per_token(shape, run_config().method)[0] * 4
+    # 2 blocks, every 2nd recomputed: block 0 keeps only its input, block 1 keeps everything; block 0 is recomputed
+    # after block 1's activations are freed, so one block's activations at most.
+    assert part(half, "activations") == 4 * 32 * (64 * 4 + per_token)
+    assert part(every, "activations") == 4 * 32 * (2 * 64 * 4 + per_token)
+    assert max(part(every, "activations"), part(half, "activations")) < part(none, "activations")
+    assert none.flops_per_step < half.flops_per_step < every.flops_per_step
+    bf16 = plan(mixed_precision="bf16")
+    assert part(bf16, "activations") == pytest.approx(part(none, "activations") * MIXED_ELEMENT_BYTES / 4)
+    assert part(bf16, "autocast copies") == shape.block_params * 2 and part(none, "autocast copies") is None
+    # The matmuls run at the bf16 rate (twice the fp32 rate on this device).
+    assert bf16.time_parts["matmul"] == pytest.approx(none.time_parts["matmul"] / 2)
+    with pytest.raises(ValueError, match="only read with training.gradient_checkpointing"):
+        run_config(training={"gradient_checkpointing_every_n_layers": 2})
+
+
+def test_trained_positions_loss_holds_the_logits_of_trained_positions_only(tiny_folder):
+    shape = shape_from_folder(tiny_folder)
+    device = Device("box", "cpu", 10 * GB, 1e11, 1e11, 1e10, "test", runtime_bytes=0.0)
+    work = synthetic_workload(examples=8, length=32, trained=8, batch_size=4)
+    plan = estimate(run_config(training={"batch_size": 4}), shape, work, device)
+    logits = {c.name: c.bytes for c in plan.components}["logits"]
+    # 4 rows x 31 next-token positions, 8 of 32 tokens trained -> 31 scored (+1 for rounding), x 3 fp32 copies
+    assert logits == 3 * (int(4 * 31 * 8 / 32) + 1) * 49_152 * 4

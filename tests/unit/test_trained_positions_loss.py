@@ -183,3 +183,25 @@ def test_a_trained_lm_head_takes_the_reference_path(tmp_path, tokenizer):
     torch.set_num_threads(1)
     trainer, losses = train(tmp_path, tokenizer, build_tiny_model(), trained_positions_on=True, max_steps=1)
     assert "trained" in trainer.fallback_reason and sorted(losses) == [1]
+
+
+def test_bf16_autocast_and_partial_checkpointing_reach_the_trained_positions_path(tmp_path, tokenizer):
+    """training.mixed_precision=bf16 must autocast the decoder the trained-positions loss calls directly (accelerate
+    only wraps the model's forward), and gradient_checkpointing_every_n_layers=2 must checkpoint every other block;
+    the loss trajectory stays within bf16 rounding of the reference path's under the same settings."""
+    torch.set_num_threads(1)
+    seen = []
+
+    def watch(model):
+        model.get_base_model().model.layers[0].mlp.down_proj.register_forward_hook(
+            lambda module, args, out: seen.append(out.dtype))
+        return model
+
+    lean = {"mixed_precision": "bf16", "gradient_checkpointing": True, "gradient_checkpointing_every_n_layers": 2}
+    fast, fast_log = train(tmp_path / "fast", tokenizer, watch(lora_model()), trained_positions_on=True, **lean)
+    assert fast.fallback_reason is None and seen and set(seen) == {torch.bfloat16}
+    layers = fast.model.get_base_model().model.layers
+    assert [layer.gradient_checkpointing for layer in layers] == [i % 2 == 0 for i in range(len(layers))]
+    ref, ref_log = train(tmp_path / "ref", tokenizer, lora_model(), trained_positions_on=False, **lean)
+    for step, (loss, _, _) in ref_log.items():
+        assert fast_log[step][0] == pytest.approx(loss, rel=2e-2), step

@@ -335,6 +335,15 @@ class TrainingConfig(StrictModel):
         False, description="Recompute activations in the backward pass instead of storing them: less memory, "
         "about a third more compute, same gradients."
     )
+    gradient_checkpointing_every_n_layers: int = Field(
+        1, ge=1, description="With gradient_checkpointing: recompute only every n-th decoder layer and keep the "
+        "others' activations (2 = half the layers): memory and speed between no checkpointing and full."
+    )
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="`bf16`: autocast matmuls to bfloat16 while the weights and the optimizer stay in "
+        "model.dtype (TRL's default); faster and smaller activations on GPUs and on CPUs with AVX512-BF16/AMX, "
+        "slower on CPUs without them. `no`: compute in model.dtype."
+    )
     loss_at_trained_positions: bool = Field(
         True, description="SFT/CPT: run the LM head and cross-entropy only at positions whose next token is trained "
         "(the assistant's answer), not at every position: the same loss and gradients, less time and memory. false "
@@ -387,6 +396,9 @@ class TrainingConfig(StrictModel):
                              "e.g. examples/distributed/zero2.json)")
         if self.distributed == "ddp" and self.distributed_config:
             raise ValueError("training.distributed_config is only read with distributed=fsdp or deepspeed")
+        if self.gradient_checkpointing_every_n_layers > 1 and not self.gradient_checkpointing:
+            raise ValueError("training.gradient_checkpointing_every_n_layers is only read with "
+                             "training.gradient_checkpointing: true")
         return self
 
 
@@ -399,6 +411,10 @@ class EvalConfig(StrictModel):
     )
     max_new_tokens: int = Field(64, gt=0, description="Generation budget per test item (greedy decoding).")
     batch_size: int = Field(16, gt=0, description="Items generated together (left-padded, KV-cached).")
+    batch_tokens: int | None = Field(
+        None, gt=0, description="Also cap each generation batch at this many KV-cache positions (rows x (longest "
+        "prompt + max_new_tokens)): short prompts then batch up to batch_size, long ones fewer. Unset: batch_size "
+        "alone decides.")
     max_items: int | None = Field(None, gt=0, description="Evaluate only the first N test items.")
     bootstrap_samples: int = Field(10000, gt=99, description="Resamples for the paired bootstrap interval.")
     compare_base: bool = Field(True, description="Also evaluate the base model on the same items.")

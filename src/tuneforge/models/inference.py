@@ -33,6 +33,7 @@ import torch
 from tuneforge.console import make_progress
 from tuneforge.errors import TuneforgeError
 from tuneforge.models.decoding import fast_greedy_target, greedy_batch, merged_lora
+from tuneforge.models.heads import SCORE_CHUNK_POSITIONS, decoder_and_head
 
 #: PEFT's name for "no adapter" in a mixed-adapter batch (`adapter_names=[...]`).
 BASE_ADAPTER = "__base__"
@@ -102,6 +103,27 @@ def length_sorted_batches(sequences: Sequence[Sequence[int]], batch_size: int) -
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
+def budget_batches(order: Sequence[int], prompt_lengths: Sequence[int], limits: Sequence[int], batch_size: int,
+                   batch_tokens: int | None = None) -> list[list[int]]:
+    """`order` cut into consecutive batches of at most `batch_size` prompts and, with `batch_tokens`, at most that
+    many cache positions (rows x (longest prompt + largest new-token limit) of the batch). Short prompts then go
+    many to a batch and long ones few; a prompt over the budget on its own still gets a batch."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for index in order:
+        grown = max(width, prompt_lengths[index] + limits[index])
+        if current and (len(current) >= batch_size or
+                        (batch_tokens is not None and (len(current) + 1) * grown > batch_tokens)):
+            batches.append(current)
+            current, grown = [], prompt_lengths[index] + limits[index]
+        current.append(index)
+        width = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
 def shifted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Logits aligned with `input_ids[:, 1:]`: row b, position t predicts token t + 1 of row b.
 
@@ -137,17 +159,16 @@ def masked_token_logps(model, rows: Sequence[tuple[Sequence[int], Sequence[int]]
     the model's train/eval mode restored. `progress` is an optional (bar, task) pair advanced per row.
     """
     out: list[tuple[float, int] | None] = [None] * len(rows)
+    parts = decoder_and_head(model)
     with eval_mode(model), torch.no_grad():
         for batch in length_sorted_batches([ids for ids, _ in rows], batch_size):
             input_ids, attention_mask, loss_mask = right_pad([rows[i] for i in batch])
-            logits = shifted_logits(model, input_ids, attention_mask)
-            targets = input_ids[:, 1:].to(logits.device)
-            selected = loss_mask[:, 1:].to(logits.device)
-            # log_softmax only at scored positions: the full (batch, length, vocab) tensor is never kept in fp32.
-            token_logp = torch.zeros(targets.shape, dtype=torch.float32, device=logits.device)
+            selected = loss_mask[:, 1:]
+            targets = input_ids[:, 1:]
+            token_logp = torch.zeros(targets.shape, dtype=torch.float32)
             if selected.any():
-                picked = logits[selected].float()
-                token_logp[selected] = torch.log_softmax(picked, -1).gather(-1, targets[selected][:, None]).squeeze(-1)
+                token_logp[selected] = _scored_logps(model, parts, input_ids, attention_mask, selected,
+                                                     targets[selected]).cpu()
             sums = token_logp.sum(dim=1).tolist()
             counts = selected.sum(dim=1).tolist()
             for row, index in enumerate(batch):
@@ -155,6 +176,27 @@ def masked_token_logps(model, rows: Sequence[tuple[Sequence[int], Sequence[int]]
             if progress is not None:
                 progress[0].advance(progress[1], len(batch))
     return [value for value in out if value is not None]
+
+
+def _scored_logps(model, parts, input_ids, attention_mask, selected, targets) -> torch.Tensor:
+    """log P(target) at the selected positions of `shifted_logits`' grid. For a model with a plain LM head the head
+    runs on those positions only (the same numbers without a batch x length x vocabulary tensor), in chunks."""
+    device = model_device(model)
+    if parts is None:
+        logits = shifted_logits(model, input_ids, attention_mask)
+        hidden, head = logits[selected.to(logits.device)], None
+    else:
+        decoder, head = parts
+        hidden = decoder(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                         use_cache=False).last_hidden_state[:, :-1][selected.to(device)]
+    targets = targets.to(hidden.device)
+    pieces = []
+    for start in range(0, len(targets), SCORE_CHUNK_POSITIONS):
+        chunk = hidden[start:start + SCORE_CHUNK_POSITIONS]
+        logits = (head(chunk) if head is not None else chunk).float()
+        piece_targets = targets[start:start + SCORE_CHUNK_POSITIONS, None]
+        pieces.append(torch.log_softmax(logits, -1).gather(-1, piece_targets).squeeze(-1))
+    return torch.cat(pieces)
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -230,6 +272,8 @@ class InferenceEngine:
     fast_greedy = True
     #: In that loop, fold the active LoRA adapter into a copy of the weights for the call.
     merge_lora = True
+    #: Default KV-cache positions per generation batch (see `generate`'s batch_tokens); None: count prompts only.
+    batch_tokens: int | None = None
     #: In that loop, compute a batch's common prompt prefix once.
     share_prefix = True
     #: Mixed-adapter batches run LoRA Linear layers as two stacked matmuls (integrations/peft_mixed_lora.py) instead
@@ -323,6 +367,7 @@ class InferenceEngine:
         *,
         max_new_tokens: int | Sequence[int],
         batch_size: int = 16,
+        batch_tokens: int | None = None,
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
@@ -334,6 +379,8 @@ class InferenceEngine:
     ) -> list[Completion]:
         """Completions in the prompts' order. Prompts are token ids, items, message lists or raw strings.
 
+        Batches hold at most `batch_size` prompts and, with `batch_tokens`, at most that many KV-cache positions
+        (rows x (longest prompt + largest limit)), so short prompts batch widely and long ones stay within memory.
         temperature 0 is greedy (argmax); above 0 samples with `top_p`, seeded by `seed` (reproducible for the
         same prompts and batch size). `adapters` names an adapter per prompt (None or BASE_ADAPTER: the base);
         different adapters share one batch through PEFT's mixed-adapter forward (its LoRA Linear layers stacked,
@@ -356,6 +403,9 @@ class InferenceEngine:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
+        batch_tokens = self.batch_tokens if batch_tokens is None else batch_tokens
+        if batch_tokens is not None and batch_tokens <= 0:
+            raise ValueError(f"batch_tokens must be positive, got {batch_tokens}")
         ids = [p if _is_token_ids(p) else self.prompt_ids(p) for p in prompts]
         for index, prompt in enumerate(ids):
             if len(prompt) == 0:
@@ -391,8 +441,8 @@ class InferenceEngine:
             task = bar.add_task(description, total=len(ids))
             # Same-adapter prompts first, then by length: mixed batches work, but fewer adapters per batch is faster.
             order = sorted(range(len(ids)), key=lambda i: (names[i] or "", -len(ids[i]), i))
-            for start in range(0, len(order), batch_size):
-                batch_indices = order[start:start + batch_size]
+            start = 0
+            for batch_indices in budget_batches(order, [len(p) for p in ids], limits, batch_size, batch_tokens):
                 if fast is not None:
                     step = None if on_step is None else (lambda tokens, rows=batch_indices: on_step(rows, tokens))
                     new_tokens = greedy_batch(fast, [ids[i] for i in batch_indices],
@@ -407,6 +457,7 @@ class InferenceEngine:
                     out[index] = Completion(text=text, token_ids=kept, finish_reason=reason,
                                             prompt_tokens=len(ids[index]))
                 bar.advance(task, len(batch_indices))
+                start += len(batch_indices)
         return [c for c in out if c is not None]
 
     def _generate_batch(self, ids, batch_indices, names, limits, gen_config, pad_id, per_prompt_adapters: bool,

@@ -21,8 +21,8 @@ def trainer_arguments(run_cfg, output_dir: Path, *, has_eval: bool, world_size: 
     training = run_cfg.training
     on_gpu = torch.cuda.is_available()
     args = dict(
-        # TRL defaults to bf16 mixed precision; the model's own dtype decides here (fp32 is right on CPU).
-        bf16=on_gpu and run_cfg.model.dtype == "bfloat16",
+        # TRL defaults to bf16 mixed precision; here the model's dtype or training.mixed_precision decides.
+        bf16=(on_gpu and run_cfg.model.dtype == "bfloat16") or training.mixed_precision == "bf16",
         fp16=on_gpu and run_cfg.model.dtype == "float16",
         use_cpu=not on_gpu,
         output_dir=str(output_dir),
@@ -132,7 +132,9 @@ class Objective:
             out["validation_loss"] = {**loss, "split": "validation"}
             console.print(f"[bold]{label}[/] validation loss {loss['loss']:.4f} (perplexity {loss['perplexity']:.2f})")
         if prepared.items:
-            side = evaluate_side(InferenceEngine(model, tokenizer, name=label), label, prepared.items,
+            engine = InferenceEngine(model, tokenizer, name=label)
+            engine.batch_tokens = run_cfg.eval.batch_tokens
+            side = evaluate_side(engine, label, prepared.items,
                                  metrics=eval_metrics(run_cfg, prepared.items),
                                  max_new_tokens=run_cfg.eval.max_new_tokens, batch_size=run_cfg.eval.batch_size)
             out["side"] = side

@@ -31,6 +31,8 @@ class Device:
     #: Share of peak matmul throughput a training step reaches on the model's matmuls (MFU). Small models reach
     #: little of a large GPU; 0.35 is a typical mid-size fine-tuning figure, not a measurement of this model.
     matmul_efficiency: float = 0.35
+    #: Share of `matmul_efficiency` the weight-gradient matmuls (dW = x^T dy, full fine-tuning) reach.
+    weight_grad_efficiency: float = 1.0
     #: Fixed cost per step outside the matmuls (kernel launches, optimizer loop, Python), seconds per layer.
     step_overhead_per_layer_s: float = 0.0015
     #: Memory the runtime holds before any tensor (CUDA context and allocator, or the Python process with its

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from tuneforge.models.heads import PLAIN_HEAD_MODELS, SCORE_CHUNK_POSITIONS
 from tuneforge.plan.devices import Device
 from tuneforge.plan.shape import ModelShape, lora_trainable
 from tuneforge.plan.workload import Workload
@@ -46,6 +47,35 @@ REFERENCE_OBJECTIVES = ("dpo", "kto")
 #: Bytes per parameter of bitsandbytes 4-bit weights: 0.5 for the codes + block scales (fp32 per 64 weights, or
 #: 8-bit per 64 + fp32 per 256 blocks with double quantisation).
 NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}
+
+
+#: Average bytes per saved activation element under bf16 autocast: matmul outputs are bf16, norms, softmax and the
+#: residual stream stay fp32.
+MIXED_ELEMENT_BYTES = 3
+#: train/trained_positions.py's CHUNK_POSITIONS: positions whose logits exist at once.
+TRAINED_POSITIONS_CHUNK = 1024
+
+
+def checkpointed_blocks(training, blocks: int) -> int:
+    """Blocks whose activations are recomputed: every n-th of them under gradient checkpointing, else none."""
+    if not training.gradient_checkpointing:
+        return 0
+    return math.ceil(blocks / training.gradient_checkpointing_every_n_layers)
+
+
+def held_blocks(training, blocks: int) -> int:
+    """Most blocks whose full activations exist at once under (partial) checkpointing: the kept blocks while the
+    backward pass starts, or, when it recomputes the topmost checkpointed block, the kept blocks below it + that one.
+    transformers checkpoints the blocks whose index is a multiple of n."""
+    n = training.gradient_checkpointing_every_n_layers
+    kept = blocks - checkpointed_blocks(training, blocks)
+    top = (blocks - 1) // n * n
+    return max(kept, top - top // n + 1)
+
+
+def trained_positions_path(run_cfg) -> bool:
+    """SFT whose loss runs the LM head on trained positions only (train/trained_positions.py)."""
+    return run_cfg.objective.name == "sft" and run_cfg.training.loss_at_trained_positions
 
 
 @dataclass
@@ -159,6 +189,7 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     dtype = run_cfg.model.dtype
     pbytes = DTYPE_BYTES[dtype]
     on_gpu = device.kind == "gpu"
+    mixed = training.mixed_precision == "bf16"
     notes = list(shape.notes)
     components: list[Component] = []
 
@@ -198,23 +229,41 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     rows_peak = max((b[0] for b in workload.batches), default=training.batch_size)
     seq_peak = max((b[1] for b in workload.batches), default=run_cfg.data.max_length)
     per_token, act_how = activation_elements_per_token(shape, method_cfg)
-    act_bytes_per_token = per_token * max(pbytes, 4 if not on_gpu else pbytes)
+    element_bytes = max(pbytes, 4 if not on_gpu else pbytes)
+    if mixed:
+        element_bytes = MIXED_ELEMENT_BYTES
+        act_how += f"; bf16 autocast: {MIXED_ELEMENT_BYTES} B per element on average"
+    act_bytes_per_token = per_token * element_bytes
     blocks = shape.layers
     if method_cfg.name == "freeze":
         blocks = min(shape.layers, method_cfg.freeze.train_last_n_blocks or 0) or 1
     tokens_peak = rows_peak * seq_peak
-    if training.gradient_checkpointing:
-        activations = tokens_peak * (blocks * shape.hidden * pbytes + act_bytes_per_token)
-        act_how = f"checkpointing: one block input per block + one block's activations ({act_how})"
+    recomputed = checkpointed_blocks(training, blocks)
+    if recomputed:
+        held = held_blocks(training, blocks)
+        activations = tokens_peak * (recomputed * shape.hidden * pbytes + held * act_bytes_per_token)
+        act_how = (f"checkpointing {recomputed} of {blocks} blocks: their inputs + at most {held} blocks' "
+                   f"activations at once ({act_how})")
     else:
         activations = tokens_peak * blocks * act_bytes_per_token
     add("activations", activations, f"{rows_peak} rows x {seq_peak} tokens x {blocks} blocks x "
         f"{act_bytes_per_token:.0f} B ({act_how})")
+    if mixed and run_cfg.model.dtype == "float32":
+        # Autocast keeps a bf16 copy of every weight a matmul read until the step's backward has used it.
+        add("autocast copies", shape.block_params * 2, f"{shape.block_params / 1e6:.1f}M block weights x 2 B (bf16 "
+            "copies autocast caches for the backward)")
 
     # --- logits
     positions_peak = rows_peak * (seq_peak - 1)
     chunked = objective in CHUNKED_LM_HEAD_OBJECTIVES
-    if chunked:
+    full_weights_head = method_cfg.name == "full"
+    if trained_positions_path(run_cfg) and not full_weights_head:
+        share = sum(workload.trained) / max(1, sum(workload.lengths))
+        scored = min(int(positions_peak * share) + 1, TRAINED_POSITIONS_CHUNK)
+        logits = 3 * scored * shape.vocab * 4
+        logits_how = (f"trained positions only: 3 x {scored} positions x {shape.vocab} vocab x 4 B (logits, "
+                      "log-softmax, gradient)")
+    elif chunked:
         scored = positions_peak
         if on_gpu:  # with Triton, TRL scores only positions that carry loss
             share = sum(workload.trained) / max(1, sum(workload.lengths))
@@ -233,15 +282,22 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     add("optimizer step", foreach, "foreach AdamW temporaries, one trainable-sized list")
 
     static = sum(c.bytes for c in components if c.name in ("runtime", "weights", "reference", "adapter", "optimizer"))
-    backward = activations + logits + head_grad
+    autocast = sum(c.bytes for c in components if c.name == "autocast copies")
+    backward = activations + logits + head_grad + autocast
     stepping = grad_bytes + foreach
     train_peak = static + max(backward, stepping)
     # Loading: safetensors are memory-mapped while the tensors are materialised, so both count for a moment.
     file_bytes = shape.total_params * (shape.file_dtype_bytes or pbytes)
     load_peak = device.runtime_bytes + (weights + file_bytes if not on_gpu else weights)
     eval_rows = max(run_cfg.training.batch_size, 1)
+    # Eval loss holds logits + log-softmax: of the scored positions only (in chunks) for plain-head models
+    # (models/inference.py), of every position otherwise.
+    eval_positions = eval_rows * seq_peak
+    if shape.architecture in PLAIN_HEAD_MODELS:
+        share = sum(workload.trained) / max(1, sum(workload.lengths))
+        eval_positions = min(int(eval_positions * share) + 1, SCORE_CHUNK_POSITIONS)
     eval_peak = static - sum(c.bytes for c in components if c.name == "optimizer") + \
-        2 * eval_rows * seq_peak * shape.vocab * 4  # eval loss holds logits + log-softmax for a batch
+        2 * eval_positions * shape.vocab * 4
     phases = {"load": load_peak, "train": train_peak, "eval": eval_peak}
     peak = max(phases.values())
 
@@ -297,23 +353,26 @@ def _step_cost(run_cfg, shape: ModelShape, workload: Workload, device: Device, t
     # LM head: positions scored - the loss-carrying ones with SFT's trained-positions loss (any device,
     # train/trained_positions.py) or TRL's Triton head on GPU, all of them otherwise.
     positions = rows * (seq - 1) * ga
-    trained_only = objective == "sft" and training.loss_at_trained_positions
+    trained_only = trained_positions_path(run_cfg) and not full
     if trained_only or (device.kind == "gpu" and objective in CHUNKED_LM_HEAD_OBJECTIVES):
         positions *= sum(workload.trained) / max(1, sum(workload.lengths))
     head_unit = 2 * shape.hidden * shape.vocab * positions
     head = head_unit * (3 + (1 if head_trained else 0))  # forward, recompute, input grad (+ weight grad)
-    flops = forward + backward + head
-    if training.gradient_checkpointing:
-        flops += forward
+    # Weight gradients (dW = x^T dy) reach a lower share of peak than the forward's matmuls on a CPU.
+    weight_grad = (2 * block_params * tokens if full else 0) + (head_unit if head_trained else 0)
+    recompute = forward * checkpointed_blocks(training, blocks) / max(blocks, 1)
+    flops = forward + backward + head + recompute
     if objective in REFERENCE_OBJECTIVES:
         flops += forward + head_unit  # the reference model's forward over the same sequences
-    dtype = run_cfg.model.dtype
+    dtype = "bfloat16" if training.mixed_precision == "bf16" else run_cfg.model.dtype
     if method_cfg.name == "qlora":
         dtype = method_cfg.qlora.compute_dtype or dtype
-    matmul_s = flops / (device.flops(dtype) * device.matmul_efficiency)
+    rate = device.flops(dtype) * device.matmul_efficiency
+    matmul_s = (flops - weight_grad) / rate + weight_grad / (rate * device.weight_grad_efficiency)
     # Bytes moved outside the matmuls' own reuse: weights read per pass, activations written and read back,
     # logit tiles swept by the elementwise log-softmax passes, the optimizer's read-modify-write.
-    passes = 2 + (1 if training.gradient_checkpointing else 0) + (1 if objective in REFERENCE_OBJECTIVES else 0)
+    passes = 2 + checkpointed_blocks(training, blocks) / max(blocks, 1) + (1 if objective in REFERENCE_OBJECTIVES
+                                                                          else 0)
     if method_cfg.name == "qlora":
         # Every pass dequantises the 4-bit linears into a full-precision copy (read codes, write fp32).
         passes_bytes = weights * passes + (4 + 0.5) * block_params * passes

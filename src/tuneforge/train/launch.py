@@ -82,7 +82,9 @@ def scale_out_arguments(training, *, world_size: int = 1) -> dict:
         "optim": OPTIMIZERS[training.optimizer][0],
         "gradient_checkpointing": training.gradient_checkpointing,
         # Non-reentrant checkpointing needs no `requires_grad` on the inputs, so frozen-base LoRA works as is.
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if training.gradient_checkpointing else None,
+        "gradient_checkpointing_kwargs": {
+            "use_reentrant": False, "every_n_layers": training.gradient_checkpointing_every_n_layers,
+        } if training.gradient_checkpointing else None,
         # Every trainable parameter takes part in every step; searching for unused ones costs a graph walk per step.
         "ddp_find_unused_parameters": False if world_size > 1 else None,
     }

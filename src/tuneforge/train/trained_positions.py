@@ -20,9 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-#: Causal-LM classes whose forward is exactly `logits = lm_head(decoder(...).last_hidden_state)` followed by the
-#: shifted token cross-entropy (no logit scaling, soft-capping or extra terms): read in transformers 5.23's sources.
-PLAIN_HEAD_MODELS = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"})
+from tuneforge.models.heads import causal_lm, plain_head_reason
 
 #: Positions scored at once; above this the logits of each chunk are recomputed in the backward pass instead of being
 #: kept (1,024 x 49,152 fp32 logits are 200 MB).
@@ -37,36 +35,13 @@ class TrainedPositionsLoss:
     correct: int  # positions whose label is the most likely token (for `mean_token_accuracy`)
 
 
-def _causal_lm(model):
-    """(the causal LM whose head we replace, None) or (None, why not)."""
-    from transformers import PreTrainedModel
-
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        PeftModel = ()
-    if PeftModel and isinstance(model, PeftModel):
-        config = model.active_peft_config
-        if config.is_prompt_learning:
-            return None, f"{config.peft_type} adds virtual tokens in the PEFT wrapper's forward"
-        return model.get_base_model(), None
-    if isinstance(model, PreTrainedModel):
-        return model, None
-    # DDP/FSDP/DeepSpeed wrappers synchronise gradients through their own forward, which must not be bypassed.
-    return None, f"the model is wrapped by {type(model).__name__}"
-
-
 def unsupported_reason(model) -> str | None:
     """None when `trained_positions_loss` computes exactly the model's own loss for `model`, else why not."""
-    base, reason = _causal_lm(model)
+    reason = plain_head_reason(model)
     if reason:
         return reason
-    if type(base).__name__ not in PLAIN_HEAD_MODELS:
-        return f"{type(base).__name__} is not among the model classes with a plain LM head"
-    head, embeddings = base.get_output_embeddings(), base.get_input_embeddings()
-    if type(head) is not torch.nn.Linear or type(embeddings) is not torch.nn.Embedding:
-        return "the method adapts the LM head or the embeddings"
-    if head.weight.requires_grad or embeddings.weight.requires_grad:
+    base, _ = causal_lm(model)
+    if base.get_output_embeddings().weight.requires_grad or base.get_input_embeddings().weight.requires_grad:
         return "the LM head or the embeddings are trained"
     return None
 
@@ -88,7 +63,7 @@ def trained_positions_loss(model, inputs: dict, num_items_in_batch=None) -> Trai
     Call only when `unsupported_reason(model)` is None. Every input but `labels` goes to the decoder as the model's
     own forward would pass it (attention_mask, or position_ids for padding-free batches).
     """
-    base, _ = _causal_lm(model)
+    base, _ = causal_lm(model)
     decoder, head = base.get_decoder(), base.get_output_embeddings()
     body_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
     body_inputs["use_cache"] = False

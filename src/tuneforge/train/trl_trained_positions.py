@@ -45,7 +45,10 @@ class TrainedPositionsSFTTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        result = trained_positions_loss(model, inputs, num_items_in_batch)
+        # The decoder and head are called directly, not through the forward accelerate wraps in autocast for
+        # mixed precision, so the autocast context is entered here.
+        with self.accelerator.autocast():
+            result = trained_positions_loss(model, inputs, num_items_in_batch)
         loss = result.loss
         # As TRL (and Trainer): num_items_in_batch counts every rank's tokens and DDP averages gradients across ranks.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
