@@ -1,6 +1,8 @@
 """Evaluation generation: the inference engine against the greedy loop it replaced, side by side in one process.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_generation.py [--items 100] [--repeats 3] [--adapter DIR]
+    python bench/bench_generation.py --engine-batch-size 100 --engine-batch-tokens 12000  # old loop at the
+                                                                     # quickstart's 20 vs the engine at a token budget
 
 The quickstart's evaluation workload: the bundled SmolLM2-135M-Instruct, the quickstart's test items (the first
 `--items`), max_new_tokens and batch size from src/tuneforge/assets/quickstart/quickstart.yaml. Paths, run in
@@ -127,6 +129,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of every path (median reported)")
     parser.add_argument("--adapter", help="PEFT adapter folder for the tuned side (default: runs/quickstart/adapter)")
     parser.add_argument("--batch-size", type=int, help="override the quickstart's eval.batch_size")
+    parser.add_argument("--engine-batch-size", type=int, help="engine paths only: prompts per batch (default: the "
+                        "same as the old loop's)")
+    parser.add_argument("--engine-batch-tokens", type=int, help="engine paths only: KV-cache positions per batch "
+                        "(eval.batch_tokens)")
     args = parser.parse_args()
 
     import torch
@@ -139,15 +145,17 @@ def main() -> None:
     max_new, batch = eval_cfg["max_new_tokens"], args.batch_size or eval_cfg["batch_size"]
     engine = InferenceEngine(model, tokenizer, name="bench")
     prompts = [engine.prompt_ids(item) for item in items]  # the old loop took token ids, rendered the same way
-    print(f"{len(items)} items, max_new_tokens {max_new}, batch_size {batch}, torch threads "
-          f"{torch.get_num_threads()}, tuned side: {which}")
+    engine_batch = args.engine_batch_size or batch
+    engine.batch_tokens = args.engine_batch_tokens
+    print(f"{len(items)} items, max_new_tokens {max_new}, batch_size {batch} (engine: {engine_batch}, batch_tokens "
+          f"{engine.batch_tokens}), torch threads {torch.get_num_threads()}, tuned side: {which}")
 
     def run(path: str) -> list[str]:
         side = nullcontext() if path.endswith("tuned") else model.disable_adapter()
         with side:
             if path.startswith("old"):
                 return old_generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch)
-            return engine.answer(items, max_new_tokens=max_new, batch_size=batch, progress=False)
+            return engine.answer(items, max_new_tokens=max_new, batch_size=engine_batch, progress=False)
 
     paths = ["old base", "engine base", "old tuned", "engine tuned"]
     seconds: dict[str, list[float]] = {p: [] for p in paths}
@@ -180,6 +188,9 @@ def main() -> None:
     old_total = sum(statistics.median(seconds[p]) for p in paths if p.startswith("old"))
     print(f"both sides: engine/old items/s {old_total / engine_total:.2f}x (issue 14 goal: >= 2x with identical "
           "predictions)")
+    import resource
+
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     sys.exit(0 if all_identical else 1)
 
 

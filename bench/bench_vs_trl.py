@@ -13,7 +13,8 @@ rate (the quickstart's 2e-4; TRL's own default would be 2e-5, which would make t
   checkpoint inside the N steps). `tuneforge-reference` is the same with `training.loss_at_trained_positions=false`;
   `tuneforge-gc` adds `training.gradient_checkpointing=true` (TRL's default), the memory-for-compute trade;
   `tuneforge-bf16` adds `training.mixed_precision=bf16` (TRL's default precision); `tuneforge-lean` adds both bf16
-  and checkpointing of every 2nd decoder layer (`gradient_checkpointing_every_n_layers=2`).
+  and checkpointing of every 2nd decoder layer (`gradient_checkpointing_every_n_layers=2`); `tuneforge-bf16-gc`
+  bf16 and checkpointing of every layer (TRL's two defaults).
 - trl: `SFTTrainer(model=<model folder>, train_dataset=<the quickstart messages>, peft_config=LoraConfig(...),
   args=SFTConfig(...))`: everything else is TRL's default (bf16 autocast, gradient checkpointing, loss on every
   token of the conversation, padding to the longest row, no length grouping). On a machine without a GPU it also
@@ -58,6 +59,8 @@ SIDE_OVERRIDES = {
     "tuneforge-lean": ["training.mixed_precision=bf16", "training.gradient_checkpointing=true",
                        "training.gradient_checkpointing_every_n_layers=2"],
     "tuneforge-bf16": ["training.mixed_precision=bf16"],
+    # bf16 autocast and checkpointing of every decoder layer (TRL's defaults, on tuneforge's loss path).
+    "tuneforge-bf16-gc": ["training.mixed_precision=bf16", "training.gradient_checkpointing=true"],
 }
 SIDES = ("trl", *SIDE_OVERRIDES)
 

@@ -162,3 +162,18 @@ def test_token_mode_tiny_run_lowers_the_kl_to_the_teacher(tmp_path, tiny_model_d
     logged = [r["distill_kl"] for r in trainer.state.log_history if "distill_kl" in r]
     assert before > 0.01 and after < 0.5 * before, (before, after)
     assert logged and logged[-1] < logged[0]
+
+
+def test_the_plan_of_a_sequence_distillation_does_not_run_the_teacher(tmp_path, tiny_model_dir, tokenizer,
+                                                                       monkeypatch):
+    from tuneforge.objectives.distill import DistillObjective
+    from tuneforge.plan.workload import measure_workload
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the plan must not load or run the teacher")
+
+    monkeypatch.setattr(DistillObjective, "load_teacher", no_teacher)
+    cfg = _config(tmp_path, _write_rows(tmp_path / "train.jsonl", "chat"), tiny_model_dir, "sequence",
+                  max_new_tokens=6)
+    workload = measure_workload(cfg, tokenizer)
+    assert workload.examples == 4 and "stand in for the teacher's" in workload.source

@@ -361,3 +361,17 @@ def test_trained_positions_loss_holds_the_logits_of_trained_positions_only(tiny_
     logits = {c.name: c.bytes for c in plan.components}["logits"]
     # 4 rows x 31 next-token positions, 8 of 32 tokens trained -> 31 scored (+1 for rounding), x 3 fp32 copies
     assert logits == 3 * (int(4 * 31 * 8 / 32) + 1) * 49_152 * 4
+
+
+def test_qlora_on_a_cpu_counts_the_fp32_copies_bitsandbytes_leaves(tiny_folder):
+    from tuneforge.plan.estimate import QLORA_CPU_COPIES
+
+    shape = shape_from_folder(tiny_folder)
+    work = synthetic_workload(examples=8, length=32, trained=8, batch_size=4)
+    cpu = Device("box", "cpu", 10 * GB, 1e11, 1e11, 1e10, "test", runtime_bytes=0.0)
+    gpu = Device("box", "gpu", 10 * GB, 1e11, 1e11, 1e10, "test", runtime_bytes=0.0)
+    config = run_config(method={"name": "qlora"}, training={"batch_size": 4})
+    linear = 2 * (64 * 64 + 64 * 32 + 64 * 32 + 64 * 64 + 3 * 64 * 128)  # the block linears of the tiny Llama
+    on_cpu = {c.name: c.bytes for c in estimate(config, shape, work, cpu).components}
+    assert on_cpu["dequantised copies"] == QLORA_CPU_COPIES * linear * 4
+    assert "dequantised copies" not in {c.name for c in estimate(config, shape, work, gpu).components}

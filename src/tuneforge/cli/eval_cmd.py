@@ -30,6 +30,8 @@ def evaluate(
     slice_field: str = typer.Option(None, "--slice-field", help="Row field naming each item's slice (with --data)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Generation budget per item (greedy)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Items generated together (local models)."),
+    batch_tokens: int = typer.Option(None, "--batch-tokens", min=1, help="Also cap each generation batch at this many "
+                                     "KV-cache positions (rows x (longest prompt + max new tokens)); local models."),
     max_items: int = typer.Option(None, "--max-items", help="Evaluate only the first N task items."),
     out: Path = typer.Option(None, "--out", help="Output folder for results.json and report.html "
                                                  "(default: RUN/eval/standalone for a run, else ./eval-results); "
@@ -136,7 +138,8 @@ def evaluate(
     model, base = (_from_registry(ref, runs_dir) for ref in (model, base))
     opts = EvalOptions(
         model=model, data=data, task=task, base=base, metrics=_split(metric) or None, slice_field=slice_field,
-        max_new_tokens=max_new_tokens, batch_size=batch_size, max_items=max_items, out=out, runs_dir=runs_dir,
+        max_new_tokens=max_new_tokens, batch_size=batch_size, batch_tokens=batch_tokens, max_items=max_items,
+        out=out, runs_dir=runs_dir,
         seed=seed, adapter_base=adapter_base, endpoint=endpoint, endpoint_model=endpoint_model,
         api_key_env=api_key_env, concurrency=concurrency, timeout=timeout, retries=retries, general=general,
         general_data=general_data, probes=probes, probes_data=probes_data, train_data=train_data, ngram=ngram,

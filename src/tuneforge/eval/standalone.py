@@ -29,6 +29,7 @@ class EvalOptions:
     slice_field: str | None = None
     max_new_tokens: int = 64
     batch_size: int = 16
+    batch_tokens: int | None = None
     max_items: int | None = None
     out: Path | None = None
     runs_dir: Path = Path("runs")
@@ -78,7 +79,9 @@ def make_model(ref_text: str, opts: EvalOptions):
 
         return LlamaCppModel(ref.path, name=ref.source), None, None
     base = ref.base.source if ref.kind == "run" and ref.base else None
-    return InferenceEngine.from_ref(ref), base, Path(ref.run_dir) if ref.run_dir else None
+    engine = InferenceEngine.from_ref(ref)
+    engine.batch_tokens = opts.batch_tokens
+    return engine, base, Path(ref.run_dir) if ref.run_dir else None
 
 
 # ------------------------------------------------------------------------------------------------- the command

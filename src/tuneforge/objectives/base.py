@@ -95,6 +95,11 @@ class Objective:
 
     # ------------------------------------------------------------------ data and model
 
+    def plan_data(self, run_cfg, tokenizer):
+        """(prepared data, how its lengths were obtained or None) for `tuneforge plan`: `prepare` unless an
+        objective would have to run a model first."""
+        return self.prepare(run_cfg, tokenizer), None
+
     def prepare(self, run_cfg, tokenizer):
         raise NotImplementedError
 

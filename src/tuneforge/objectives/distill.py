@@ -67,6 +67,18 @@ class DistillObjective(SFTObjective):
             prepared.stats["train"]["teacher_answers"] = teacher_stats
         return prepared
 
+    def plan_data(self, run_cfg, tokenizer):
+        """Without the teacher's answers: generating them (minutes) before a plan would double that cost, since the
+        run generates them again into its own cache. The data's own answers stand in for their lengths."""
+        if self.options.mode != "sequence":
+            return self.prepare(run_cfg, tokenizer), None
+        from tuneforge.train.data_prep import prepare_data
+
+        prepared = prepare_data(run_cfg.data, tokenizer, max_test_items=run_cfg.eval.max_items)
+        return prepared, ("sequence distillation: the data's own answers stand in for the teacher's (up to "
+                          f"objective.distill.max_new_tokens={self.options.max_new_tokens} tokens), not generated "
+                          "for the plan")
+
     def teacher_tokenizer(self, run_cfg):
         from tuneforge.models.loading import load_tokenizer
         from tuneforge.models.sources import resolve_model

@@ -52,6 +52,10 @@ NF4_BYTES = {True: 0.5 + 1 / 64 + 4 / (64 * 256), False: 0.5 + 4 / 64}
 #: Average bytes per saved activation element under bf16 autocast: matmul outputs are bf16, norms, softmax and the
 #: residual stream stay fp32.
 MIXED_ELEMENT_BYTES = 3
+#: fp32 copies of the block linears a QLoRA run on a CPU holds beyond the 4-bit weights: measured +1.35 GiB over the
+#: same LoRA run on SmolLM2-135M (0.65 GiB left by loading and quantising, 0.7 GiB more after the first forward),
+#: with 0.40 GiB of block linears in fp32 (bench/bench_plan.py, 2026-12-03).
+QLORA_CPU_COPIES = 3
 #: train/trained_positions.py's CHUNK_POSITIONS: positions whose logits exist at once.
 TRAINED_POSITIONS_CHUNK = 1024
 
@@ -211,6 +215,10 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
         how = f"{shape.total_params / 1e6:.1f}M parameters x {pbytes} B ({dtype})"
     add("runtime", device.runtime_bytes, "process + libraries" if not on_gpu else "CUDA context + allocator")
     add("weights", weights, how)
+    if method_cfg.name == "qlora" and not on_gpu:
+        add("dequantised copies", QLORA_CPU_COPIES * linear * 4,
+            f"bitsandbytes on a CPU: {QLORA_CPU_COPIES} x {linear / 1e6:.1f}M block linears x 4 B (the fp32 weights "
+            "loaded before quantisation, and the fp32 copies forward and backward dequantise, stay in the allocator)")
     full_weights_trained = method_cfg.name in ("full", "freeze")
     if objective in REFERENCE_OBJECTIVES and full_weights_trained:
         add("reference", shape.total_params * pbytes, "frozen copy of the weights for the reference log-probs")
@@ -281,7 +289,8 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     foreach = trainable * (pbytes if full_weights_trained else 4)
     add("optimizer step", foreach, "foreach AdamW temporaries, one trainable-sized list")
 
-    static = sum(c.bytes for c in components if c.name in ("runtime", "weights", "reference", "adapter", "optimizer"))
+    static = sum(c.bytes for c in components
+                 if c.name in ("runtime", "weights", "dequantised copies", "reference", "adapter", "optimizer"))
     autocast = sum(c.bytes for c in components if c.name == "autocast copies")
     backward = activations + logits + head_grad + autocast
     stepping = grad_bytes + foreach

@@ -61,7 +61,7 @@ def measure_workload(run_cfg, tokenizer) -> Workload:
     from tuneforge.objectives import get_objective
 
     objective = get_objective(run_cfg.objective)
-    prepared = objective.prepare(run_cfg, tokenizer)
+    prepared, stand_in = objective.plan_data(run_cfg, tokenizer)
     max_length = run_cfg.data.max_length
     name = run_cfg.objective.name
     if name in ("dpo", "orpo", "reward"):
@@ -84,7 +84,7 @@ def measure_workload(run_cfg, tokenizer) -> Workload:
         rows = prepared.rendered["train"]
         lengths = [len(r["input_ids"]) for r in rows]
         trained = [sum(r["assistant_masks"]) for r in rows]
-        per_example, source = 1, "training rows rendered and tokenised as the trainer sees them"
+        per_example, source = 1, stand_in or "training rows rendered and tokenised as the trainer sees them"
     training = run_cfg.training
     batches = _batches(lengths, per_example, training.batch_size, training.batching, max_length, training.seed)
     return Workload(examples=len(lengths) // per_example, lengths=lengths, trained=trained,
