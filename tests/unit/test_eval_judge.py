@@ -118,3 +118,21 @@ def test_judge_references_are_checked(tmp_path, chat_data):
     bad_url = CliRunner().invoke(app, ["eval", "x", "--data", str(chat_data), "--judge-endpoint", "./folder"])
     assert bad_url.exit_code == 2 and "not an http(s) URL" in bad_url.output
     assert "--judge-model PATH without --judge-endpoint" in bad_url.output
+
+
+def test_batch_tokens_reaches_the_engine(tmp_path, chat_data, tiny_model_dir, monkeypatch):
+    """`tuneforge eval --batch-tokens N` sizes the local engine's generation batches (models.inference)."""
+    from tuneforge.models import inference
+
+    seen = []
+    original = inference.budget_batches
+
+    def spy(order, lengths, limits, batch_size, batch_tokens=None):
+        seen.append(batch_tokens)
+        return original(order, lengths, limits, batch_size, batch_tokens)
+
+    monkeypatch.setattr(inference, "budget_batches", spy)
+    result = CliRunner().invoke(app, ["eval", str(tiny_model_dir), "--data", str(chat_data), "--max-new-tokens", "3",
+                                      "--batch-tokens", "64", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {64}
