@@ -54,7 +54,9 @@ def test_scale_out_arguments_map_the_options():
 
     args = scale_out_arguments(TrainingConfig(gradient_checkpointing=True, optimizer="adamw_8bit"), world_size=2)
     assert args["gradient_checkpointing"] is True
-    assert args["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert args["gradient_checkpointing_kwargs"] == {"use_reentrant": False, "every_n_layers": 1}
+    partial = TrainingConfig(gradient_checkpointing=True, gradient_checkpointing_every_n_layers=3)
+    assert scale_out_arguments(partial)["gradient_checkpointing_kwargs"]["every_n_layers"] == 3
     assert args["optim"] == "adamw_bnb_8bit" and args["ddp_find_unused_parameters"] is False
     assert scale_out_arguments(TrainingConfig(optimizer="paged_adamw_8bit"))["optim"] == "paged_adamw_8bit"
     plain = scale_out_arguments(TrainingConfig())
