@@ -10,6 +10,9 @@ from __future__ import annotations
 
 #: Scored positions whose fp32 logits are held at once when scoring (512 x 49,152 x 4 B = 100 MB).
 SCORE_CHUNK_POSITIONS = 512
+#: Trained positions whose logits the training loss holds at once; above this the logits of each chunk are
+#: recomputed in the backward pass instead of being kept (1,024 x 49,152 fp32 logits are 200 MB).
+TRAINING_CHUNK_POSITIONS = 1024
 
 #: Causal-LM classes whose forward is exactly `logits = lm_head(decoder(...).last_hidden_state)` followed by the
 #: shifted token cross-entropy (no logit scaling, soft-capping or extra terms): read in transformers 5.23's sources.

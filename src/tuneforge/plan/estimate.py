@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from tuneforge.models.heads import PLAIN_HEAD_MODELS, SCORE_CHUNK_POSITIONS
+from tuneforge.models.heads import PLAIN_HEAD_MODELS, SCORE_CHUNK_POSITIONS, TRAINING_CHUNK_POSITIONS
 from tuneforge.plan.devices import Device
 from tuneforge.plan.shape import ModelShape, lora_trainable
 from tuneforge.plan.workload import Workload
@@ -56,8 +56,6 @@ MIXED_ELEMENT_BYTES = 3
 #: same LoRA run on SmolLM2-135M (0.65 GiB left by loading and quantising, 0.7 GiB more after the first forward),
 #: with 0.40 GiB of block linears in fp32 (bench/bench_plan.py, 2026-12-03).
 QLORA_CPU_COPIES = 3
-#: train/trained_positions.py's CHUNK_POSITIONS: positions whose logits exist at once.
-TRAINED_POSITIONS_CHUNK = 1024
 
 
 def checkpointed_blocks(training, blocks: int) -> int:
@@ -78,8 +76,10 @@ def held_blocks(training, blocks: int) -> int:
 
 
 def trained_positions_path(run_cfg) -> bool:
-    """SFT whose loss runs the LM head on trained positions only (train/trained_positions.py)."""
-    return run_cfg.objective.name == "sft" and run_cfg.training.loss_at_trained_positions
+    """SFT whose loss runs the LM head on trained positions only (train/trained_positions.py): not when the method
+    trains the LM head (full fine-tuning), where the trainer takes the reference path."""
+    return (run_cfg.objective.name == "sft" and run_cfg.training.loss_at_trained_positions
+            and run_cfg.method.name != "full")
 
 
 @dataclass
@@ -264,18 +264,15 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     # --- logits
     positions_peak = rows_peak * (seq_peak - 1)
     chunked = objective in CHUNKED_LM_HEAD_OBJECTIVES
-    full_weights_head = method_cfg.name == "full"
-    if trained_positions_path(run_cfg) and not full_weights_head:
-        share = sum(workload.trained) / max(1, sum(workload.lengths))
-        scored = min(int(positions_peak * share) + 1, TRAINED_POSITIONS_CHUNK)
+    if trained_positions_path(run_cfg):
+        scored = min(int(positions_peak * workload.trained_share) + 1, TRAINING_CHUNK_POSITIONS)
         logits = 3 * scored * shape.vocab * 4
         logits_how = (f"trained positions only: 3 x {scored} positions x {shape.vocab} vocab x 4 B (logits, "
                       "log-softmax, gradient)")
     elif chunked:
         scored = positions_peak
         if on_gpu:  # with Triton, TRL scores only positions that carry loss
-            share = sum(workload.trained) / max(1, sum(workload.lengths))
-            scored = int(positions_peak * share)
+            scored = int(positions_peak * workload.trained_share)
         tiles = GPU_LOGIT_TILES if on_gpu else CPU_LOGIT_TILES
         logits = tiles * min(scored, TILE_TOKENS) * min(shape.vocab, TILE_VOCAB) * 4
         logits_how = (f"TRL tiled LM head: {tiles} x {min(scored, TILE_TOKENS)} positions x "
@@ -303,8 +300,7 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     # (models/inference.py), of every position otherwise.
     eval_positions = eval_rows * seq_peak
     if shape.architecture in PLAIN_HEAD_MODELS:
-        share = sum(workload.trained) / max(1, sum(workload.lengths))
-        eval_positions = min(int(eval_positions * share) + 1, SCORE_CHUNK_POSITIONS)
+        eval_positions = min(int(eval_positions * workload.trained_share) + 1, SCORE_CHUNK_POSITIONS)
     eval_peak = static - sum(c.bytes for c in components if c.name == "optimizer") + \
         2 * eval_positions * shape.vocab * 4
     phases = {"load": load_peak, "train": train_peak, "eval": eval_peak}
@@ -362,15 +358,14 @@ def _step_cost(run_cfg, shape: ModelShape, workload: Workload, device: Device, t
     # LM head: positions scored - the loss-carrying ones with SFT's trained-positions loss (any device,
     # train/trained_positions.py) or TRL's Triton head on GPU, all of them otherwise.
     positions = rows * (seq - 1) * ga
-    trained_only = trained_positions_path(run_cfg) and not full
-    if trained_only or (device.kind == "gpu" and objective in CHUNKED_LM_HEAD_OBJECTIVES):
-        positions *= sum(workload.trained) / max(1, sum(workload.lengths))
+    if trained_positions_path(run_cfg) or (device.kind == "gpu" and objective in CHUNKED_LM_HEAD_OBJECTIVES):
+        positions *= workload.trained_share
     head_unit = 2 * shape.hidden * shape.vocab * positions
     head = head_unit * (3 + (1 if head_trained else 0))  # forward, recompute, input grad (+ weight grad)
     # Weight gradients (dW = x^T dy) reach a lower share of peak than the forward's matmuls on a CPU.
     weight_grad = (2 * block_params * tokens if full else 0) + (head_unit if head_trained else 0)
-    recompute = forward * checkpointed_blocks(training, blocks) / max(blocks, 1)
-    flops = forward + backward + head + recompute
+    recomputed_share = checkpointed_blocks(training, blocks) / max(blocks, 1)
+    flops = forward + backward + head + forward * recomputed_share
     if objective in REFERENCE_OBJECTIVES:
         flops += forward + head_unit  # the reference model's forward over the same sequences
     dtype = "bfloat16" if training.mixed_precision == "bf16" else run_cfg.model.dtype
@@ -380,8 +375,7 @@ def _step_cost(run_cfg, shape: ModelShape, workload: Workload, device: Device, t
     matmul_s = (flops - weight_grad) / rate + weight_grad / (rate * device.weight_grad_efficiency)
     # Bytes moved outside the matmuls' own reuse: weights read per pass, activations written and read back,
     # logit tiles swept by the elementwise log-softmax passes, the optimizer's read-modify-write.
-    passes = 2 + checkpointed_blocks(training, blocks) / max(blocks, 1) + (1 if objective in REFERENCE_OBJECTIVES
-                                                                          else 0)
+    passes = 2 + recomputed_share + (1 if objective in REFERENCE_OBJECTIVES else 0)
     if method_cfg.name == "qlora":
         # Every pass dequantises the 4-bit linears into a full-precision copy (read codes, write fp32).
         passes_bytes = weights * passes + (4 + 0.5) * block_params * passes

@@ -30,6 +30,11 @@ class Workload:
     def max_length(self) -> int:
         return max(self.lengths) if self.lengths else 0
 
+    @property
+    def trained_share(self) -> float:
+        """Share of the tokens that carry loss."""
+        return sum(self.trained) / max(1, sum(self.lengths))
+
 
 def _batches(lengths: list[int], per_example: int, batch_size: int, batching: str, max_length: int,
              seed: int) -> list[tuple[int, int, int]]:

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tuneforge.models.heads import causal_lm, plain_head_reason
+from tuneforge.models.heads import TRAINING_CHUNK_POSITIONS, causal_lm, plain_head_reason
 
-#: Positions scored at once; above this the logits of each chunk are recomputed in the backward pass instead of being
-#: kept (1,024 x 49,152 fp32 logits are 200 MB).
-CHUNK_POSITIONS = 1024
+#: Positions scored at once (a module name of its own so tests can shrink it).
+CHUNK_POSITIONS = TRAINING_CHUNK_POSITIONS
 
 
 @dataclass
