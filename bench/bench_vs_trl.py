@@ -23,8 +23,10 @@ rate (the quickstart's 2e-4; TRL's own default would be 2e-5, which would make t
 Each run is its own subprocess, sides alternate (the first side swaps every repeat), and medians are reported.
 Figures, each counted the same way on both sides:
 - tokens/s: non-padding tokens (attention_mask sum) of the micro-batches the trainer trained on, counted in
-  `Trainer.training_step` by tuneforge's own counter (never evaluation or prefetched batches), divided by the wall
-  time of the `trainer.train()` call (tuneforge: the manifest's `training.real_tokens` / `timings.train_s`).
+  `Trainer.training_step` by tuneforge's own counter (never evaluation or prefetched batches), divided by the time
+  the `trainer.train()` loop spent training: its wall time less the evaluations and checkpoint saves in it
+  (`train.callbacks.TrainingClock`, the same callback on both sides; tuneforge evaluates and saves a resumable
+  checkpoint at the last step, TRL saves its adapter). tuneforge: the manifest's `training.tokens_per_second`.
 - peak RSS: the largest sum of resident memory over the child's process tree, sampled every 50 ms by this process
   from the child's start (imports and model load included) to its exit.
 - eval loss: `tuneforge.eval.loss.eval_loss` (token-weighted cross-entropy over the assistant tokens) on the
@@ -61,6 +63,10 @@ SIDE_OVERRIDES = {
     "tuneforge-bf16": ["training.mixed_precision=bf16"],
     # bf16 autocast and checkpointing of every decoder layer (TRL's defaults, on tuneforge's loss path).
     "tuneforge-bf16-gc": ["training.mixed_precision=bf16", "training.gradient_checkpointing=true"],
+    # The frozen base held in bf16 (the LoRA adapter stays fp32: PEFT upcasts it), no autocast.
+    "tuneforge-bf16w": ["model.dtype=bfloat16"],
+    # The frozen base held in bf16 and bf16 autocast (the adapter's matmuls in bf16 too).
+    "tuneforge-bf16w-amp": ["model.dtype=bfloat16", "training.mixed_precision=bf16"],
 }
 SIDES = ("trl", *SIDE_OVERRIDES)
 
@@ -86,8 +92,8 @@ def tuneforge_command(steps: int, seed: int, out: Path, side: str = "tuneforge")
 def read_tuneforge(out: Path) -> dict:
     manifest = json.loads((out / "bench" / "manifest.json").read_text())
     results = json.loads((out / "bench" / "eval" / "results.json").read_text())
-    training, timings = manifest["training"], manifest["timings"]
-    return {"real_tokens": training["real_tokens"], "train_s": timings["train_s"], "steps": training["steps"],
+    training = manifest["training"]
+    return {"real_tokens": training["real_tokens"], "train_s": training["training_s"], "steps": training["steps"],
             "eval_loss": results["models"]["tuned"]["summary"]["validation_loss"]}
 
 
@@ -124,9 +130,8 @@ def trl_child(steps: int, seed: int, out: Path, fp32: bool = False) -> dict:
     trainer = SFTTrainer(model=str(model_path), args=args, train_dataset=dataset,
                          peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA))
     counter = count_training_tokens(trainer)
-    started = time.perf_counter()
     trainer.train()
-    train_s = time.perf_counter() - started
+    train_s = counter.clock.training_seconds()
     loss = eval_loss(trainer.model, validation_rows(trainer.processing_class), batch_size=8, progress=False)
     return {"real_tokens": counter.real_tokens, "train_s": train_s, "steps": trainer.state.global_step,
             "eval_loss": loss["loss"]}

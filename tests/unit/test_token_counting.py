@@ -47,7 +47,8 @@ def test_real_tokens_count_only_the_trained_batches(tmp_path, tiny_model_dir, ba
     result = CliRunner().invoke(app, ["train", str(config)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     run = tmp_path / "runs" / "counted"
-    training = json.loads((run / "manifest.json").read_text())["training"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    training = manifest["training"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert training["steps"] > 1
     assert [r["step"] for r in records if "eval_loss" in r] == list(range(1, training["steps"] + 1))  # every step
@@ -69,4 +70,32 @@ def test_real_tokens_count_only_the_trained_batches(tmp_path, tiny_model_dir, ba
         assert training["padding_share"] == 0.0
     else:
         assert 0.0 < training["padding_share"] < 0.5  # rows of different lengths share batches
-    assert training["tokens_per_second"] > 0
+    # The rate is over the training time: the evaluation at every step and the checkpoints are left out of it.
+    assert 0 < training["training_s"] < manifest["timings"]["train_s"]
+    assert training["tokens_per_second"] == pytest.approx(training["real_tokens"] / training["training_s"], rel=0.01)
+
+
+def test_the_training_clock_leaves_out_evaluations_and_saves(monkeypatch):
+    from tuneforge.train import callbacks
+
+    now = [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
+    clock = callbacks.TrainingClock()
+
+    def at(t, hook):
+        now[0] = t
+        getattr(clock, hook)(None, None, None)
+
+    at(0.0, "on_train_begin")
+    at(1.0, "on_step_end")      # step 1 trained in 1 s
+    at(3.0, "on_evaluate")      # a 2 s evaluation
+    at(4.5, "on_save")          # a 1.5 s checkpoint
+    at(6.5, "on_step_end")      # step 2 trained in 2 s
+    now[0] = 7.0
+    assert clock.training_seconds() == pytest.approx(3.5)  # while training: up to now
+    at(8.0, "on_step_end")      # step 3 in 1.5 s
+    at(9.0, "on_evaluate")      # the final evaluation
+    at(9.0, "on_train_end")
+    assert clock.training_seconds() == pytest.approx(4.5)
+    at(20.0, "on_evaluate")     # an evaluation after train() is not the loop's
+    assert clock.training_seconds() == pytest.approx(4.5)

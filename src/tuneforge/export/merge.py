@@ -59,12 +59,26 @@ def probe_logits(model, tokenizer, text: str = PROBE_TEXT) -> torch.Tensor:
     return logits
 
 
+def _half_precision_base(model) -> bool:
+    """Whether `model`'s weights include bf16/fp16 floats on an unquantized base (a 4-bit base has its own merge)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "hf_quantizer", None) is not None:
+        return False
+    return any(p.dtype in (torch.bfloat16, torch.float16) for p in model.parameters())
+
+
 def merge_and_save(peft_model, tokenizer, out_dir: Path, lineage: dict | None = None, tolerance: float = 1e-4,
                    merge=None) -> dict:
     """Merge a PEFT model, prove its logits equal the unmerged adapter's within `tolerance`, then save.
 
     `merge` is the method's merge (e.g. QLoRA folds the adapter into dequantised weights); default merge_and_unload.
+    A base held in bfloat16/float16 (model.dtype) is upcast to float32 first, exactly, and the merge done there:
+    merge_and_unload adds the adapter's delta in the weights' own dtype, and bf16's 8-bit mantissa rounds most of a
+    LoRA delta away (the quickstart's merged logits were 0.75 off). Both probes then compute in float32, so the check
+    proves the merge; the merged folder is float32.
     """
+    if _half_precision_base(peft_model):
+        peft_model = peft_model.to(torch.float32)
     before = probe_logits(peft_model, tokenizer)
     merged = merge(peft_model) if merge is not None else peft_model.merge_and_unload()
     after = probe_logits(merged, tokenizer)

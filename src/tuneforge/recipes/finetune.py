@@ -200,7 +200,9 @@ class Runner:
             "padding_share": counter.padding_share if counter else None,
             "real_tokens": counter.real_tokens if counter else None,
             "trained_tokens": counter.trained_tokens if counter else None,
-            "tokens_per_second": counter.real_tokens / max(self.timings["train_s"], 1e-9) if counter else None,
+            # Over the time spent training: timings.train_s also holds the evaluations and checkpoint saves.
+            "training_s": round(counter.clock.training_seconds(), 2) if counter else None,
+            "tokens_per_second": counter.tokens_per_second if counter else None,
             "learning_rate": cfg.effective_learning_rate(),
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "stopped_early": trainer.state.global_step < trainer.state.max_steps,

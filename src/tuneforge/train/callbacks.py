@@ -33,6 +33,15 @@ class TrainingTokenCounter:
         self.real_tokens = 0
         self.total_tokens = 0
         self.trained_tokens = 0
+        #: The seconds those tokens took (set by `count_training_tokens`; None for a bare counter).
+        self.clock: TrainingClock | None = None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Non-padding tokens over the time spent training (evaluations and checkpoint saves left out)."""
+        if self.clock is None or self.clock.started is None:
+            return None
+        return self.real_tokens / max(self.clock.training_seconds(), 1e-9)
 
     def count(self, batch) -> None:
         if "input_ids" not in batch:
@@ -49,13 +58,60 @@ class TrainingTokenCounter:
         return 0.0 if not self.total_tokens else 1.0 - self.real_tokens / self.total_tokens
 
 
+class TrainingClock(TrainerCallback):
+    """Seconds `trainer.train()` spent training: its loop's wall time minus the evaluations and checkpoint saves.
+
+    A throughput that counts the evaluation at the end of a run (or one every N steps) and the checkpoint writes is
+    not the training's; the trainer's own `train_runtime` includes both. The Trainer runs them after
+    `on_step_end` and reports each with `on_evaluate` / `on_save` when it is done, so the time from the last
+    step's end (or the last of those events) to each event is left out.
+    """
+
+    def __init__(self):
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.paused = 0.0
+        self._mark = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = self._mark = time.perf_counter()
+        self.ended, self.paused = None, 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._mark = time.perf_counter()
+
+    def _pause(self) -> None:
+        if self.started is None or self.ended is not None:
+            return  # an evaluation outside train(): not part of the loop
+        now = time.perf_counter()
+        self.paused += now - self._mark
+        self._mark = now
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_save(self, args, state, control, **kwargs):
+        self._pause()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.ended = time.perf_counter()
+
+    def training_seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.ended or time.perf_counter()) - self.started - self.paused
+
+
 def count_training_tokens(trainer) -> TrainingTokenCounter:
-    """Count the tokens of every micro-batch `trainer` trains on from now on (one call each, with accumulation).
+    """Count the tokens of every micro-batch `trainer` trains on from now on (one call each, with accumulation),
+    and the seconds spent training them (`counter.clock`, a callback added to `trainer`).
 
     `training_step` is the Trainer's documented override point, called once per micro-batch that gets a forward
     and backward pass; wrapping it on the instance keeps TRL's own override (e.g. activation offloading) intact.
     """
     counter = TrainingTokenCounter()
+    counter.clock = TrainingClock()
+    trainer.add_callback(counter.clock)
     step = trainer.training_step
 
     @functools.wraps(step)
@@ -99,7 +155,8 @@ class MetricsCallback(TrainerCallback):
         self._last_time = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._start = self._last_time = time.perf_counter()
+        self._start = time.perf_counter()
+        self._last_time = 0.0
         self._last_tokens = self.counter.real_tokens if self.counter else 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -109,11 +166,12 @@ class MetricsCallback(TrainerCallback):
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
         if self.counter is not None and "loss" in logs:
+            # Training seconds since the last train log (evaluations and saves in between left out).
+            trained_s = self.counter.clock.training_seconds() if self.counter.clock else now - self._start
             tokens = self.counter.real_tokens - self._last_tokens
-            elapsed = max(now - self._last_time, 1e-9)
-            record["tokens_per_second"] = round(tokens / elapsed, 2)
+            record["tokens_per_second"] = round(tokens / max(trained_s - self._last_time, 1e-9), 2)
             record["padding_share"] = round(self.counter.padding_share, 4)
-            self._last_tokens, self._last_time = self.counter.real_tokens, now
+            self._last_tokens, self._last_time = self.counter.real_tokens, trained_s
         record["elapsed_s"] = round(now - (self._start or now), 3)
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -141,9 +199,6 @@ class RichProgressCallback(TrainerCallback):
         self.console = console or make_console()
         self.progress: Progress | None = None
         self.task = None
-        self._start = 0.0
-        self._loss = float("nan")
-        self._eval_loss = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -164,13 +219,12 @@ class RichProgressCallback(TrainerCallback):
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=state.max_steps, loss="-", eval_loss="-", tps="-")
-        self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is None:
             return
-        elapsed = max(time.perf_counter() - self._start, 1e-9)
-        tps = f"{self.counter.real_tokens / elapsed:.0f}" if self.counter else "-"
+        rate = self.counter.tokens_per_second if self.counter else None
+        tps = f"{rate:.0f}" if rate is not None else "-"
         self.progress.update(self.task, completed=state.global_step, tps=tps)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
