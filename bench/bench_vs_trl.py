@@ -10,15 +10,16 @@ rate (the quickstart's 2e-4; TRL's own default would be 2e-5, which would make t
 
 - tuneforge: the real CLI, `tuneforge train src/tuneforge/assets/quickstart/quickstart.yaml` with overrides that
   leave out what TRL's run does not do (base-model evaluation, test-set generation, exports; no evaluation or
-  checkpoint inside the N steps). `tuneforge-reference` is the same with `training.loss_at_trained_positions=false`;
-  `tuneforge-gc` adds `training.gradient_checkpointing=true` (TRL's default), the memory-for-compute trade;
-  `tuneforge-bf16` adds `training.mixed_precision=bf16` (TRL's default precision); `tuneforge-lean` adds both bf16
-  and checkpointing of every 2nd decoder layer (`gradient_checkpointing_every_n_layers=2`); `tuneforge-bf16-gc`
-  bf16 and checkpointing of every layer (TRL's two defaults).
+  checkpoint inside the N steps), precision as shipped (`auto`: a bf16 frozen base under bf16 autocast where the
+  device computes bf16 natively). Other sides (SIDE_OVERRIDES) pin float32 (`tuneforge-fp32`), TRL's precision
+  (`tuneforge-amp`: float32 weights, bf16 autocast), a bf16 base without autocast (`tuneforge-bf16w`), the reference
+  loss path (`tuneforge-reference`: LM head over every position, float32), or add checkpointing of every layer
+  (`tuneforge-gc`) or of every 2nd (`tuneforge-lean`).
 - trl: `SFTTrainer(model=<model folder>, train_dataset=<the quickstart messages>, peft_config=LoraConfig(...),
-  args=SFTConfig(...))`: everything else is TRL's default (bf16 autocast, gradient checkpointing, loss on every
-  token of the conversation, padding to the longest row, no length grouping). On a machine without a GPU it also
-  passes use_cpu=True, without which TrainingArguments refuses TRL's bf16 default; --trl-fp32 turns bf16 off.
+  args=SFTConfig(...))`: everything else is TRL's default (float32 weights, bf16 autocast, gradient
+  checkpointing, loss on every token of the conversation, padding to the longest row, no length grouping). On a
+  machine without a GPU it also passes use_cpu=True, without which TrainingArguments refuses TRL's bf16 default;
+  --trl-fp32 turns bf16 off.
 
 Each run is its own subprocess, sides alternate (the first side swaps every repeat), and medians are reported.
 Figures, each counted the same way on both sides:
@@ -50,23 +51,24 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "src" / "tuneforge" / "assets" / "quickstart"
 LEARNING_RATE = 2e-4
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-#: Each tuneforge side: the quickstart run plus these overrides.
+#: Each tuneforge side: the quickstart run plus these overrides. The quickstart itself says `model.dtype: auto` and
+#: `training.mixed_precision: auto`: on a device with native bf16 a bf16 frozen base under bf16 autocast, float32
+#: without autocast elsewhere (the run prints which). The sides below pin precision where they name it.
+FP32 = ["model.dtype=float32", "training.mixed_precision=no"]
 SIDE_OVERRIDES = {
     "tuneforge": [],
-    # The reference loss path: TRL's LM head over every position.
-    "tuneforge-reference": ["training.loss_at_trained_positions=false"],
-    # TRL's own default: recompute activations in the backward pass (memory for compute).
+    # The frozen base and every matmul in float32 (the schema's defaults; the quickstart's before `auto`).
+    "tuneforge-fp32": FP32,
+    # TRL's precision: float32 weights under bf16 autocast.
+    "tuneforge-amp": ["model.dtype=float32", "training.mixed_precision=bf16"],
+    # The frozen base in bf16 without autocast (the LoRA branch computes in float32).
+    "tuneforge-bf16w": ["model.dtype=bfloat16", "training.mixed_precision=no"],
+    # The reference loss path (TRL's LM head over every position), in float32.
+    "tuneforge-reference": [*FP32, "training.loss_at_trained_positions=false"],
+    # As shipped + TRL's other default: recompute every layer's activations in the backward pass.
     "tuneforge-gc": ["training.gradient_checkpointing=true"],
-    # bf16 autocast (TRL's default precision) and checkpointing of every 2nd decoder layer only.
-    "tuneforge-lean": ["training.mixed_precision=bf16", "training.gradient_checkpointing=true",
-                       "training.gradient_checkpointing_every_n_layers=2"],
-    "tuneforge-bf16": ["training.mixed_precision=bf16"],
-    # bf16 autocast and checkpointing of every decoder layer (TRL's defaults, on tuneforge's loss path).
-    "tuneforge-bf16-gc": ["training.mixed_precision=bf16", "training.gradient_checkpointing=true"],
-    # The frozen base held in bf16 (the LoRA adapter stays fp32: PEFT upcasts it), no autocast.
-    "tuneforge-bf16w": ["model.dtype=bfloat16"],
-    # The frozen base held in bf16 and bf16 autocast (the adapter's matmuls in bf16 too).
-    "tuneforge-bf16w-amp": ["model.dtype=bfloat16", "training.mixed_precision=bf16"],
+    # As shipped + recompute every 2nd decoder layer only.
+    "tuneforge-lean": ["training.gradient_checkpointing=true", "training.gradient_checkpointing_every_n_layers=2"],
 }
 SIDES = ("trl", *SIDE_OVERRIDES)
 

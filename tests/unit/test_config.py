@@ -132,3 +132,44 @@ def test_batch_size_says_it_counts_packed_rows_when_packing():
 
     assert "packed rows, not examples" in TrainingConfig.model_fields["batch_size"].description
     assert "batch_size then counts packed rows" in TrainingConfig.model_fields["batching"].description
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("method,objective,frozen_bf16", [
+    ("lora", "sft", True), ("lora", "dpo", True), ("lora", "reward", False), ("full", "sft", False),
+    ("freeze", "sft", False), ("qlora", "sft", False), ("ia3", "sft", False)])
+def test_auto_precision_resolves_by_the_device_and_what_the_run_trains(tmp_path, monkeypatch, native, method,
+                                                                       objective, frozen_bf16):
+    from tuneforge.integrations import bf16
+
+    monkeypatch.setattr(bf16, "native_bf16", lambda: (native, "stub"))
+    freeze = "\n  freeze:\n    train_last_n_blocks: 1" if method == "freeze" else ""
+    text = (f"data:\n  train: a.jsonl\nmethod:\n  name: {method}{freeze}\nobjective:\n  name: {objective}\n"
+            "model:\n  dtype: auto\ntraining:\n  mixed_precision: auto\n")
+    cfg = load_config(write(tmp_path, text))
+    # Only a base nothing trains is held in bf16; autocast keeps float32 master weights, so it follows the device.
+    assert cfg.model.dtype == ("bfloat16" if native and frozen_bf16 else "float32")
+    assert cfg.training.mixed_precision == ("bf16" if native else "no")
+    # Saved resolved: the run directory's config.yaml reads the same on any machine.
+    saved = load_config(write(tmp_path, dump_config(cfg)))
+    assert (saved.model.dtype, saved.training.mixed_precision) == (cfg.model.dtype, cfg.training.mixed_precision)
+    assert "dtype: auto" not in dump_config(cfg) and "mixed_precision: auto" not in dump_config(cfg)
+    # Explicit values are never touched.
+    explicit = load_config(write(tmp_path, text), ["model.dtype=float32", "training.mixed_precision=no"])
+    assert (explicit.model.dtype, explicit.training.mixed_precision) == ("float32", "no")
+
+
+def test_native_bf16_names_the_reason():
+    from tuneforge.integrations.bf16 import native_bf16
+
+    native, reason = native_bf16()
+    assert isinstance(native, bool)
+    assert ("AVX512-BF16" in reason or "AMX" in reason or "computes bf16" in reason) == native
+
+
+def test_mixed_precision_no_survives_yaml_booleans(tmp_path):
+    """PyYAML reads a bare `no` as false; `mixed_precision: no` is still the string the schema means."""
+    assert load_config(write(tmp_path, "data:\n  train: a.jsonl\ntraining:\n  mixed_precision: no\n")
+                       ).training.mixed_precision == "no"
+    cfg = load_config(write(tmp_path, "data:\n  train: a.jsonl\n"), ["training.mixed_precision=no"])
+    assert cfg.training.mixed_precision == "no"

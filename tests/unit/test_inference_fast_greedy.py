@@ -184,3 +184,18 @@ def test_prompt_tuning_is_left_to_generate():
     model = get_peft_model(build_chatty_model(), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
     assert decoding.fast_greedy_target(model) is None
     assert decoding.fast_greedy_target(_lora()) is not None
+
+
+def test_a_lora_on_a_bf16_base_is_not_merged_for_generation():
+    """bf16 cannot hold W + delta exactly: those layers keep their LoRA, so the output is the adapter's own."""
+    model = _lora().to(torch.bfloat16)
+    ids = torch.tensor([[5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        with decoding.merged_lora(model) as merged:
+            assert merged == 0
+            torch.testing.assert_close(model(input_ids=ids).logits, expected, rtol=0, atol=0)
+        # Switched off, a bf16 LoRA layer is exactly its base layer: that swap stays.
+        with model.disable_adapter(), decoding.merged_lora(model) as merged:
+            assert merged == 0
+            assert not any("lora_A" in name for name, _ in model.named_modules())

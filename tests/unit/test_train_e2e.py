@@ -216,3 +216,19 @@ def test_a_run_and_tuneforge_eval_write_one_results_layout_that_one_gate_file_re
         assert len(verdicts["outcomes"]) == 7 and verdicts["passed"] == (gated.exit_code == 0)
     # The run report was re-rendered with the verdicts.
     assert "json_fields delta_vs_base ci_low" in (run / "report.html").read_text()
+
+
+def test_a_bf16_base_under_autocast_trains_evaluates_and_merges(tiny_run_config, tmp_path):
+    """model.dtype bfloat16 + bf16 autocast (what `auto` picks on a CPU with AVX512-BF16): the merge check compares
+    plain float32 forwards. Before: accelerate's autocast wrapper stayed on the trained model's forward and the
+    bf16 merge rounded the adapter's delta away, and the quickstart's merge check failed (0.79 logits apart)."""
+    result = invoke("train", tiny_run_config, "model.dtype=bfloat16", "training.mixed_precision=bf16")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "precision weights bfloat16, bf16 autocast" in result.output
+    run = tmp_path / "runs" / "tiny"
+    exports = json.loads((run / "manifest.json").read_text())["exports"]
+    assert exports["merged_max_abs_logit_diff_vs_adapter"] <= 1e-4
+    from safetensors import safe_open
+
+    with safe_open(str(run / "merged" / "model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float32}

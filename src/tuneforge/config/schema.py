@@ -20,8 +20,12 @@ class ModelConfig(StrictModel):
         description="Base model: a catalog name (see `tuneforge models ls`), a local HF folder, a .gguf file, "
         "or a hub id.",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="Weights dtype for training and evaluation (float32 is the safe choice on CPU)."
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Weights dtype for training and evaluation (float32 is the safe choice on CPU). "
+        "`auto`: bfloat16 for a frozen base under method lora (half the weights' memory; PEFT keeps the adapter in "
+        "float32, exports merge in float32) on a device that computes bf16 natively (a GPU with bf16, a CPU with "
+        "AVX512-BF16 or AMX), float32 otherwise; resolved when the config is read and saved resolved in the run. "
+        "(Not transformers' `auto`, the checkpoint's own dtype.)"
     )
     chat_template_path: str | None = Field(
         None,
@@ -339,10 +343,11 @@ class TrainingConfig(StrictModel):
         1, ge=1, description="With gradient_checkpointing: recompute only every n-th decoder layer and keep the "
         "others' activations (2 = half the layers): memory and speed between no checkpointing and full."
     )
-    mixed_precision: Literal["no", "bf16"] = Field(
+    mixed_precision: Literal["no", "bf16", "auto"] = Field(
         "no", description="`bf16`: autocast matmuls to bfloat16 while the weights and the optimizer stay in "
         "model.dtype (TRL's default); faster and smaller activations on GPUs and on CPUs with AVX512-BF16/AMX, "
-        "slower on CPUs without them. `no`: compute in model.dtype."
+        "slower on CPUs without them. `no`: compute in model.dtype. `auto`: bf16 where the device computes it "
+        "natively, no elsewhere (resolved when the config is read)."
     )
     loss_at_trained_positions: bool = Field(
         True, description="SFT/CPT: run the LM head and cross-entropy only at positions whose next token is trained "
@@ -381,6 +386,12 @@ class TrainingConfig(StrictModel):
         "(metrics.jsonl is always written): `mlflow` (MLFLOW_TRACKING_URI), `tensorboard` (TENSORBOARD_LOGGING_DIR) "
         "or `wandb` (WANDB_PROJECT). A tracker whose package is not installed is a config error.",
     )
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no_is_a_string(cls, value):
+        # YAML 1.1 (PyYAML, and the key=value overrides) reads a bare `no` as the boolean false.
+        return "no" if value is False else value
 
     @field_validator("report_to")
     @classmethod
@@ -471,6 +482,26 @@ class RunConfig(StrictModel):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation after training.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="What to export after training.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where the run directory goes.")
+
+    @model_validator(mode="after")
+    def _resolve_auto_precision(self) -> "RunConfig":
+        if "auto" not in (self.model.dtype, self.training.mixed_precision):
+            return self
+        from tuneforge.integrations.bf16 import native_bf16
+
+        native = native_bf16()[0]
+        if self.training.mixed_precision == "auto":
+            self.training.mixed_precision = "bf16" if native else "no"
+        if self.model.dtype == "auto":
+            self.model.dtype = "bfloat16" if native and self.holds_frozen_base_in_bf16() else "float32"
+        return self
+
+    def holds_frozen_base_in_bf16(self) -> bool:
+        """Whether `model.dtype: auto` may hold this run's base in bf16: only weights nothing trains. LoRA's adapter
+        stays float32 (PEFT upcasts it); full and freeze train base weights (an optimizer step in bf16 loses small
+        updates), QLoRA holds its own 4-bit base, the reward objective trains a copy of the score head in the base's
+        dtype, and IA3/prefix/prompt were not measured in bf16."""
+        return self.method.name == "lora" and self.objective.name != "reward"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "RunConfig":

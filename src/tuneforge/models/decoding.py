@@ -63,7 +63,9 @@ def merged_lora(model: torch.nn.Module) -> Iterator[int]:
     many were merged (active adapter folded in) and puts the LoRA layers back afterwards.
 
     Supported: PEFT's vanilla LoRA `Linear` (no DoRA or other variant, no LoRA bias) that is not already merged and
-    has at most one active adapter. Switched off (or not carrying the active adapter) it becomes its base layer;
+    has at most one active adapter, on a float32 base: a bf16/fp16 weight cannot hold the delta (its sum is rounded
+    to an 8- or 11-bit mantissa; on the quickstart's bf16 base such a merge moved logits by 0.79), so those layers
+    keep computing the adapter unmerged. Switched off (or not carrying the active adapter) it becomes its base layer;
     otherwise a new `nn.Linear` with a merged copy of the weight, sharing the base bias. Any other layer is left
     as it is and still computes its own (unmerged) output.
     """
@@ -78,6 +80,8 @@ def merged_lora(model: torch.nn.Module) -> Iterator[int]:
         # Exact types: quantised layers (bitsandbytes' Linear4bit is an nn.Linear subclass) cannot be merged this way.
         if type(module) is not LoraLinear or module.merged or type(module.base_layer) is not torch.nn.Linear:
             continue
+        if module.base_layer.weight.dtype is not torch.float32 and not module.disable_adapters:
+            continue  # not exact in half precision (above)
         active = [a for a in module.active_adapters if a in module.lora_A]
         if module.disable_adapters or not active:
             replacement = module.base_layer

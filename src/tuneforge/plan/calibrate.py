@@ -150,6 +150,7 @@ def this_machine(*, recalibrate: bool = False, console=None) -> Device:
         + (f", load average {load:.1f}" if load is not None else "") + ")",
         # A training step reaches ~60% of the throughput of one large matmul (many small matmuls), and full
         # fine-tuning's weight-gradient matmuls (dW = x^T dy, transposed layouts) ~55% of that: set from the
-        # quickstart, QLoRA, DPO and full fine-tuning runs of bench/bench_plan.py on a 2-core EPYC (2026-12-03).
-        matmul_efficiency=0.62, weight_grad_efficiency=0.55, step_overhead_per_layer_s=0.004,
+        # quickstart, QLoRA, DPO and full fine-tuning runs of bench/bench_plan.py on a 2-core EPYC (2026-12-03);
+        # bf16 steps reach ~56% of that (the quickstart with a bf16 base and autocast, bench_plan.py, 2026-12-03).
+        matmul_efficiency=0.62, weight_grad_efficiency=0.55, half_efficiency=0.56, step_overhead_per_layer_s=0.004,
         runtime_bytes=CPU_RUNTIME_BYTES, calibrated=True)

@@ -33,6 +33,11 @@ class Device:
     matmul_efficiency: float = 0.35
     #: Share of `matmul_efficiency` the weight-gradient matmuls (dW = x^T dy, full fine-tuning) reach.
     weight_grad_efficiency: float = 1.0
+    #: Share of `matmul_efficiency` a step reaches when its matmuls run in bf16/fp16. On a CPU the large matmul
+    #: the calibration times gains far more from bf16 than a training step does (casts around every autocast
+    #: matmul, the fp32 LoRA branch, small shapes): the quickstart stepped 1.4x faster in bf16 where the calibrated
+    #: matmul was 2.5x faster.
+    half_efficiency: float = 1.0
     #: Fixed cost per step outside the matmuls (kernel launches, optimizer loop, Python), seconds per layer.
     step_overhead_per_layer_s: float = 0.0015
     #: Memory the runtime holds before any tensor (CUDA context and allocator, or the Python process with its
@@ -42,6 +47,11 @@ class Device:
 
     def flops(self, dtype: str) -> float:
         return self.fp32_flops if dtype == "float32" else self.bf16_flops
+
+    def step_flops(self, dtype: str) -> float:
+        """Matmul FLOP/s a training step reaches at `dtype`."""
+        half = 1.0 if dtype == "float32" else self.half_efficiency
+        return self.flops(dtype) * self.matmul_efficiency * half
 
 
 DEVICES: dict[str, Device] = {

@@ -371,7 +371,7 @@ def _step_cost(run_cfg, shape: ModelShape, workload: Workload, device: Device, t
     dtype = "bfloat16" if training.mixed_precision == "bf16" else run_cfg.model.dtype
     if method_cfg.name == "qlora":
         dtype = method_cfg.qlora.compute_dtype or dtype
-    rate = device.flops(dtype) * device.matmul_efficiency
+    rate = device.step_flops(dtype)
     matmul_s = (flops - weight_grad) / rate + weight_grad / (rate * device.weight_grad_efficiency)
     # Bytes moved outside the matmuls' own reuse: weights read per pass, activations written and read back,
     # logit tiles swept by the elementwise log-softmax passes, the optimizer's read-modify-write.
@@ -389,5 +389,5 @@ def _step_cost(run_cfg, shape: ModelShape, workload: Workload, device: Device, t
     memory_s = traffic / device.bandwidth
     overhead = device.step_overhead_per_layer_s * shape.layers * passes * ga
     parts = {"matmul": matmul_s, "memory": memory_s, "overhead": overhead,
-             "forward share": (forward + head_unit) / (device.flops(dtype) * device.matmul_efficiency)}
+             "forward share": (forward + head_unit) / rate}
     return parts, flops, traffic

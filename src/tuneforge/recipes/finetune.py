@@ -25,6 +25,14 @@ from tuneforge.console import make_console
 from tuneforge.runs.rundir import RunDir, now_iso
 
 
+def precision_line(cfg: RunConfig) -> str:
+    """What the weights are held in and what the matmuls compute in, and whether this device does bf16 natively."""
+    from tuneforge.integrations.bf16 import native_bf16
+
+    autocast = "bf16 autocast" if cfg.training.mixed_precision == "bf16" else "no autocast"
+    return f"[bold]precision[/] weights {cfg.model.dtype}, {autocast} ({native_bf16()[1]})"
+
+
 def seed_everything(seed: int) -> None:
     from transformers import set_seed
 
@@ -138,6 +146,7 @@ class Runner:
         self._timed("load_model_s", started)
         console.print(f"[bold]method[/] {method.name}: {params['trainable']:,} trainable of {params['total']:,} "
                       f"parameters ({params['share']:.2%})")
+        console.print(precision_line(cfg), highlight=False)
         run.update_manifest(method={"name": method.name, "parameters": params})
 
         # The base is evaluated before training, through the very model object that will be trained: LoRA
@@ -185,7 +194,10 @@ class Runner:
         self._timed("train_s", started)
         if not is_main_process():
             return  # evaluation, exports and the report are rank 0's
-        model = objective.after_train(trainer.model)
+        # Under mixed precision accelerate wraps the model's forward in autocast and leaves it wrapped after train():
+        # the tuned model is evaluated (like the base was, before training) and merged without it, else the merge
+        # check compares autocast logits with the merged model's plain ones.
+        model = objective.after_train(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False))
         losses = train_loss_summary(run.metrics)
         console.print(
             f"[bold]trained[/] {trainer.state.global_step} steps in {self.timings['train_s']:.1f} s"
