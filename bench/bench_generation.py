@@ -91,7 +91,7 @@ def old_generate_greedy(model, tokenizer, prompts: list[list[int]], *, max_new_t
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def load(adapter: str | None, workdir: Path):
+def load(adapter: str | None, workdir: Path, dtype: str = "float32"):
     import torch
     import yaml
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -104,7 +104,7 @@ def load(adapter: str | None, workdir: Path):
     config = yaml.safe_load((ROOT / "src/tuneforge/assets/quickstart/quickstart.yaml").read_text())
     resolved = resolve_model(config["model"]["source"])
     tokenizer = load_tokenizer(resolved)
-    base = load_model(resolved, "float32")
+    base = load_model(resolved, dtype)
     default = ROOT / "runs/quickstart/adapter"
     path = Path(adapter) if adapter else (default if (default / "adapter_config.json").is_file() else None)
     if path is not None:
@@ -133,6 +133,9 @@ def main() -> None:
                         "same as the old loop's)")
     parser.add_argument("--engine-batch-tokens", type=int, help="engine paths only: KV-cache positions per batch "
                         "(eval.batch_tokens)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the base's weights dtype (the quickstart's `model.dtype: auto` is bfloat16 on a CPU "
+                        "with AVX512-BF16/AMX)")
     args = parser.parse_args()
 
     import torch
@@ -140,14 +143,15 @@ def main() -> None:
     from tuneforge.models.inference import InferenceEngine
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, tokenizer, items, eval_cfg, which = load(args.adapter, Path(tmp))
+        model, tokenizer, items, eval_cfg, which = load(args.adapter, Path(tmp), args.dtype)
     items = items[: args.items]
     max_new, batch = eval_cfg["max_new_tokens"], args.batch_size or eval_cfg["batch_size"]
     engine = InferenceEngine(model, tokenizer, name="bench")
     prompts = [engine.prompt_ids(item) for item in items]  # the old loop took token ids, rendered the same way
     engine_batch = args.engine_batch_size or batch
     engine.batch_tokens = args.engine_batch_tokens
-    print(f"{len(items)} items, max_new_tokens {max_new}, batch_size {batch} (engine: {engine_batch}, batch_tokens "
+    print(f"{len(items)} items, {args.dtype} base, max_new_tokens {max_new}, batch_size {batch} (engine: "
+          f"{engine_batch}, batch_tokens "
           f"{engine.batch_tokens}), torch threads {torch.get_num_threads()}, tuned side: {which}")
 
     def run(path: str) -> list[str]:

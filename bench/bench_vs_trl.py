@@ -10,11 +10,12 @@ rate (the quickstart's 2e-4; TRL's own default would be 2e-5, which would make t
 
 - tuneforge: the real CLI, `tuneforge train src/tuneforge/assets/quickstart/quickstart.yaml` with overrides that
   leave out what TRL's run does not do (base-model evaluation, test-set generation, exports; no evaluation or
-  checkpoint inside the N steps), precision as shipped (`auto`: a bf16 frozen base under bf16 autocast where the
-  device computes bf16 natively). Other sides (SIDE_OVERRIDES) pin float32 (`tuneforge-fp32`), TRL's precision
-  (`tuneforge-amp`: float32 weights, bf16 autocast), a bf16 base without autocast (`tuneforge-bf16w`), the reference
-  loss path (`tuneforge-reference`: LM head over every position, float32), or add checkpointing of every layer
-  (`tuneforge-gc`) or of every 2nd (`tuneforge-lean`).
+  checkpoint inside the N steps), everything else as shipped: `auto` precision (a bf16 frozen base under bf16
+  autocast where the device computes bf16 natively) and checkpointing of every 2nd decoder layer. Other sides
+  (SIDE_OVERRIDES) drop the checkpointing (`tuneforge-nogc`), checkpoint every layer (`tuneforge-gc`), or pin a
+  precision without checkpointing: float32 (`tuneforge-fp32`), TRL's float32 weights under bf16 autocast
+  (`tuneforge-amp`), a bf16 base without autocast (`tuneforge-bf16w`), and the reference loss path in float32
+  (`tuneforge-reference`: the LM head over every position).
 - trl: `SFTTrainer(model=<model folder>, train_dataset=<the quickstart messages>, peft_config=LoraConfig(...),
   args=SFTConfig(...))`: everything else is TRL's default (float32 weights, bf16 autocast, gradient
   checkpointing, loss on every token of the conversation, padding to the longest row, no length grouping). On a
@@ -51,24 +52,26 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "src" / "tuneforge" / "assets" / "quickstart"
 LEARNING_RATE = 2e-4
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-#: Each tuneforge side: the quickstart run plus these overrides. The quickstart itself says `model.dtype: auto` and
-#: `training.mixed_precision: auto`: on a device with native bf16 a bf16 frozen base under bf16 autocast, float32
-#: without autocast elsewhere (the run prints which). The sides below pin precision where they name it.
-FP32 = ["model.dtype=float32", "training.mixed_precision=no"]
+#: Each tuneforge side: the quickstart run plus these overrides. The quickstart ships `training.frozen_base_dtype:
+#: auto` and `training.mixed_precision: auto` (on a device with native bf16: the frozen base held in bf16 while
+#: training, under bf16 autocast; float32 without autocast elsewhere; the run prints which) and checkpointing of every
+#: 2nd decoder layer.
+NO_GC = ["training.gradient_checkpointing=false"]
+FP32 = ["training.frozen_base_dtype=model", "training.mixed_precision=no", *NO_GC]
 SIDE_OVERRIDES = {
     "tuneforge": [],
-    # The frozen base and every matmul in float32 (the schema's defaults; the quickstart's before `auto`).
+    # As shipped without checkpointing: faster, more memory.
+    "tuneforge-nogc": NO_GC,
+    # As shipped with every layer checkpointed (TRL's kind of checkpointing).
+    "tuneforge-gc": ["training.gradient_checkpointing_every_n_layers=1"],
+    # Float32 weights and matmuls, no checkpointing (the schema's defaults; the quickstart's before 2026-12-03).
     "tuneforge-fp32": FP32,
-    # TRL's precision: float32 weights under bf16 autocast.
-    "tuneforge-amp": ["model.dtype=float32", "training.mixed_precision=bf16"],
-    # The frozen base in bf16 without autocast (the LoRA branch computes in float32).
-    "tuneforge-bf16w": ["model.dtype=bfloat16", "training.mixed_precision=no"],
-    # The reference loss path (TRL's LM head over every position), in float32.
+    # TRL's precision without its checkpointing: float32 weights under bf16 autocast.
+    "tuneforge-amp": ["training.frozen_base_dtype=model", "training.mixed_precision=bf16", *NO_GC],
+    # A bf16 frozen base without autocast (the LoRA branch computes in float32), no checkpointing.
+    "tuneforge-bf16w": ["model.dtype=bfloat16", "training.mixed_precision=no", *NO_GC],
+    # The reference loss path (TRL's LM head over every position) in float32, no checkpointing.
     "tuneforge-reference": [*FP32, "training.loss_at_trained_positions=false"],
-    # As shipped + TRL's other default: recompute every layer's activations in the backward pass.
-    "tuneforge-gc": ["training.gradient_checkpointing=true"],
-    # As shipped + recompute every 2nd decoder layer only.
-    "tuneforge-lean": ["training.gradient_checkpointing=true", "training.gradient_checkpointing_every_n_layers=2"],
 }
 SIDES = ("trl", *SIDE_OVERRIDES)
 

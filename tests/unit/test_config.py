@@ -145,18 +145,22 @@ def test_auto_precision_resolves_by_the_device_and_what_the_run_trains(tmp_path,
     monkeypatch.setattr(bf16, "native_bf16", lambda: (native, "stub"))
     freeze = "\n  freeze:\n    train_last_n_blocks: 1" if method == "freeze" else ""
     text = (f"data:\n  train: a.jsonl\nmethod:\n  name: {method}{freeze}\nobjective:\n  name: {objective}\n"
-            "model:\n  dtype: auto\ntraining:\n  mixed_precision: auto\n")
+            "training:\n  frozen_base_dtype: auto\n  mixed_precision: auto\n")
     cfg = load_config(write(tmp_path, text))
     # Only a base nothing trains is held in bf16; autocast keeps float32 master weights, so it follows the device.
-    assert cfg.model.dtype == ("bfloat16" if native and frozen_bf16 else "float32")
+    assert cfg.training.frozen_base_dtype == ("bfloat16" if native and frozen_bf16 else "model")
+    assert cfg.model.dtype == "float32"  # evaluation and exports stay in model.dtype
     assert cfg.training.mixed_precision == ("bf16" if native else "no")
     # Saved resolved: the run directory's config.yaml reads the same on any machine.
     saved = load_config(write(tmp_path, dump_config(cfg)))
-    assert (saved.model.dtype, saved.training.mixed_precision) == (cfg.model.dtype, cfg.training.mixed_precision)
-    assert "dtype: auto" not in dump_config(cfg) and "mixed_precision: auto" not in dump_config(cfg)
-    # Explicit values are never touched.
-    explicit = load_config(write(tmp_path, text), ["model.dtype=float32", "training.mixed_precision=no"])
-    assert (explicit.model.dtype, explicit.training.mixed_precision) == ("float32", "no")
+    assert saved.training == cfg.training
+    assert "frozen_base_dtype: auto" not in dump_config(cfg) and "mixed_precision: auto" not in dump_config(cfg)
+    # Explicit values are never touched; bfloat16 where something trains the base is an error naming the field.
+    explicit = load_config(write(tmp_path, text), ["training.frozen_base_dtype=model", "training.mixed_precision=no"])
+    assert (explicit.training.frozen_base_dtype, explicit.training.mixed_precision) == ("model", "no")
+    if not frozen_bf16:
+        with pytest.raises(ConfigError, match="frozen_base_dtype bfloat16 with method"):
+            load_config(write(tmp_path, text), ["training.frozen_base_dtype=bfloat16"])
 
 
 def test_native_bf16_names_the_reason():

@@ -349,6 +349,14 @@ def test_partial_checkpointing_and_bf16_autocast_in_the_plan(tiny_folder):
     assert part(bf16, "autocast copies") == shape.block_params * 2 and part(none, "autocast copies") is None
     # The matmuls run at the bf16 rate (twice the fp32 rate on this device).
     assert bf16.time_parts["matmul"] == pytest.approx(none.time_parts["matmul"] / 2)
+    # A device whose training steps reach less of the bf16 peak (a CPU): the bf16 matmul time grows by that share.
+    from dataclasses import replace
+
+    slower = estimate(run_config(training={"batch_size": 4, "mixed_precision": "bf16"}), shape, work,
+                      replace(device, half_efficiency=0.5))
+    assert slower.time_parts["matmul"] == pytest.approx(bf16.time_parts["matmul"] * 2)
+    fp32 = estimate(run_config(training={"batch_size": 4}), shape, work, replace(device, half_efficiency=0.5))
+    assert fp32.time_parts["matmul"] == pytest.approx(none.time_parts["matmul"])
     with pytest.raises(ValueError, match="only read with training.gradient_checkpointing"):
         run_config(training={"gradient_checkpointing_every_n_layers": 2})
 

@@ -72,7 +72,7 @@ def test_real_tokens_count_only_the_trained_batches(tmp_path, tiny_model_dir, ba
         assert 0.0 < training["padding_share"] < 0.5  # rows of different lengths share batches
     # The rate is over the training time: the evaluation at every step and the checkpoints are left out of it.
     assert 0 < training["training_s"] < manifest["timings"]["train_s"]
-    assert training["tokens_per_second"] == pytest.approx(training["real_tokens"] / training["training_s"], rel=0.01)
+    assert training["tokens_per_second"] == pytest.approx(training["real_tokens"] / training["training_s"], rel=0.02)
 
 
 def test_the_training_clock_leaves_out_evaluations_and_saves(monkeypatch):

@@ -218,17 +218,43 @@ def test_a_run_and_tuneforge_eval_write_one_results_layout_that_one_gate_file_re
     assert "json_fields delta_vs_base ci_low" in (run / "report.html").read_text()
 
 
-def test_a_bf16_base_under_autocast_trains_evaluates_and_merges(tiny_run_config, tmp_path):
-    """model.dtype bfloat16 + bf16 autocast (what `auto` picks on a CPU with AVX512-BF16): the merge check compares
-    plain float32 forwards. Before: accelerate's autocast wrapper stayed on the trained model's forward and the
-    bf16 merge rounded the adapter's delta away, and the quickstart's merge check failed (0.79 logits apart)."""
-    result = invoke("train", tiny_run_config, "model.dtype=bfloat16", "training.mixed_precision=bf16")
+@pytest.mark.parametrize("precision", [["model.dtype=bfloat16"], ["training.frozen_base_dtype=bfloat16"]],
+                         ids=["bf16-model", "bf16-held-while-training"])
+def test_a_bf16_base_under_autocast_trains_evaluates_and_merges(tiny_run_config, tmp_path, precision):
+    """A bf16 base under bf16 autocast: the merge check compares plain float32 forwards. Before: accelerate's autocast
+    wrapper stayed on the trained model's forward and the bf16 merge rounded the adapter's delta away, and the
+    quickstart's merge check failed (0.79 logits apart). frozen_base_dtype holds it in bf16 only while training."""
+    result = invoke("train", tiny_run_config, *precision, "training.mixed_precision=bf16")
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert "precision weights bfloat16, bf16 autocast" in result.output
     run = tmp_path / "runs" / "tiny"
+    if precision == ["model.dtype=bfloat16"]:
+        assert "precision weights bfloat16, bf16 autocast" in result.output
+    else:
+        assert "precision weights float32; the frozen base held in bfloat16 while training, bf16 autocast" \
+            in result.output
     exports = json.loads((run / "manifest.json").read_text())["exports"]
     assert exports["merged_max_abs_logit_diff_vs_adapter"] <= 1e-4
     from safetensors import safe_open
 
     with safe_open(str(run / "merged" / "model.safetensors"), "pt") as weights:
         assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float32}
+
+
+def test_cast_frozen_keeps_trainable_parameters_and_ties(tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    from tuneforge.train.frozen_dtype import cast_frozen
+
+    tiny_model.config.tie_word_embeddings = True
+    tiny_model.tie_weights()
+    model = get_peft_model(tiny_model, LoraConfig(r=2, target_modules=["q_proj"]))
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert cast_frozen(model, torch.bfloat16) > 0
+    for name, param in model.named_parameters():
+        assert param.dtype == (torch.float32 if param.requires_grad else torch.bfloat16), name
+    base = model.get_base_model()
+    assert base.lm_head.weight is base.model.embed_tokens.weight  # still one tensor
+    cast_frozen(model, torch.float32)  # exact: a bf16 value is a float32 value
+    for name, param in model.named_parameters():
+        assert torch.equal(param, original[name].to(torch.bfloat16).float() if not param.requires_grad
+                           else original[name]), name

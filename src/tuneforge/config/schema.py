@@ -20,12 +20,9 @@ class ModelConfig(StrictModel):
         description="Base model: a catalog name (see `tuneforge models ls`), a local HF folder, a .gguf file, "
         "or a hub id.",
     )
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
-        "float32", description="Weights dtype for training and evaluation (float32 is the safe choice on CPU). "
-        "`auto`: bfloat16 for a frozen base under method lora (half the weights' memory; PEFT keeps the adapter in "
-        "float32, exports merge in float32) on a device that computes bf16 natively (a GPU with bf16, a CPU with "
-        "AVX512-BF16 or AMX), float32 otherwise; resolved when the config is read and saved resolved in the run. "
-        "(Not transformers' `auto`, the checkpoint's own dtype.)"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights dtype for training and evaluation (float32 is the safe choice on CPU); "
+        "training.frozen_base_dtype can hold a LoRA run's frozen base in bf16 while it trains."
     )
     chat_template_path: str | None = Field(
         None,
@@ -343,6 +340,16 @@ class TrainingConfig(StrictModel):
         1, ge=1, description="With gradient_checkpointing: recompute only every n-th decoder layer and keep the "
         "others' activations (2 = half the layers): memory and speed between no checkpointing and full."
     )
+    frozen_base_dtype: Literal["model", "bfloat16", "auto"] = Field(
+        "model", description="What a LoRA run's frozen base weights are held in while it trains: `model` "
+        "(model.dtype), `bfloat16` (half their memory, and no bf16 copies for autocast; the adapter stays float32 "
+        "and trains against the bf16-rounded base, as QLoRA's trains against its 4-bit one) or `auto` (bfloat16 "
+        "where the device computes bf16 natively: a GPU with bf16, a CPU with AVX512-BF16 or AMX). Evaluation, "
+        "the merge and exports run in model.dtype on the base as trained (bf16 values held exactly in float32), so "
+        "the evaluated model is the exported one. Only for method lora with a token objective (full/freeze train "
+        "base weights, QLoRA has its own 4-bit base, reward trains a copy of the score head); `auto` is resolved "
+        "when the config is read."
+    )
     mixed_precision: Literal["no", "bf16", "auto"] = Field(
         "no", description="`bf16`: autocast matmuls to bfloat16 while the weights and the optimizer stay in "
         "model.dtype (TRL's default); faster and smaller activations on GPUs and on CPUs with AVX512-BF16/AMX, "
@@ -485,23 +492,33 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _resolve_auto_precision(self) -> "RunConfig":
-        if "auto" not in (self.model.dtype, self.training.mixed_precision):
+        training = self.training
+        if training.frozen_base_dtype == "bfloat16" and not self.can_hold_frozen_base_in_bf16():
+            raise ValueError(f"training.frozen_base_dtype bfloat16 with method {self.method.name} and objective "
+                             f"{self.objective.name}: only a LoRA run's frozen base can be held in bf16 "
+                             "(use model, or auto)")
+        if "auto" not in (training.frozen_base_dtype, training.mixed_precision):
             return self
         from tuneforge.integrations.bf16 import native_bf16
 
         native = native_bf16()[0]
-        if self.training.mixed_precision == "auto":
-            self.training.mixed_precision = "bf16" if native else "no"
-        if self.model.dtype == "auto":
-            self.model.dtype = "bfloat16" if native and self.holds_frozen_base_in_bf16() else "float32"
+        if training.mixed_precision == "auto":
+            training.mixed_precision = "bf16" if native else "no"
+        if training.frozen_base_dtype == "auto":
+            bf16 = native and self.can_hold_frozen_base_in_bf16() and self.model.dtype == "float32"
+            training.frozen_base_dtype = "bfloat16" if bf16 else "model"
         return self
 
-    def holds_frozen_base_in_bf16(self) -> bool:
-        """Whether `model.dtype: auto` may hold this run's base in bf16: only weights nothing trains. LoRA's adapter
-        stays float32 (PEFT upcasts it); full and freeze train base weights (an optimizer step in bf16 loses small
-        updates), QLoRA holds its own 4-bit base, the reward objective trains a copy of the score head in the base's
-        dtype, and IA3/prefix/prompt were not measured in bf16."""
+    def can_hold_frozen_base_in_bf16(self) -> bool:
+        """Whether this run's frozen base may be held in bf16 while it trains: only weights nothing trains. LoRA's
+        adapter stays float32 (PEFT upcasts it); full and freeze train base weights (an optimizer step in bf16 loses
+        small updates), QLoRA holds its own 4-bit base, the reward objective trains a copy of the score head in the
+        base's dtype, and IA3/prefix/prompt were not measured in bf16."""
         return self.method.name == "lora" and self.objective.name != "reward"
+
+    def frozen_base_in_bf16(self) -> bool:
+        """Whether the frozen base is held in bf16 while training (model.dtype or training.frozen_base_dtype)."""
+        return self.model.dtype == "bfloat16" or self.training.frozen_base_dtype == "bfloat16"
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "RunConfig":

@@ -210,6 +210,10 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
         weights = linear * nf4 + (shape.total_params - linear) * 4  # prepare_model_for_kbit_training: rest in fp32
         how = f"{linear / 1e6:.1f}M block linears at {nf4 * 8:.2f} bits + {(shape.total_params - linear) / 1e6:.1f}M " \
               "others in fp32"
+    elif run_cfg.training.frozen_base_dtype == "bfloat16":
+        weights = shape.total_params * DTYPE_BYTES["bfloat16"]
+        how = (f"{shape.total_params / 1e6:.1f}M parameters x 2 B (the frozen base held in bfloat16 while training; "
+               f"{dtype} to load and evaluate)")
     else:
         weights = shape.total_params * pbytes
         how = f"{shape.total_params / 1e6:.1f}M parameters x {pbytes} B ({dtype})"
@@ -256,7 +260,7 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
         activations = tokens_peak * blocks * act_bytes_per_token
     add("activations", activations, f"{rows_peak} rows x {seq_peak} tokens x {blocks} blocks x "
         f"{act_bytes_per_token:.0f} B ({act_how})")
-    if mixed and run_cfg.model.dtype == "float32":
+    if mixed and run_cfg.model.dtype == "float32" and run_cfg.training.frozen_base_dtype != "bfloat16":
         # Autocast keeps a bf16 copy of every weight a matmul read until the step's backward has used it.
         add("autocast copies", shape.block_params * 2, f"{shape.block_params / 1e6:.1f}M block weights x 2 B (bf16 "
             "copies autocast caches for the backward)")
@@ -294,14 +298,16 @@ def estimate(run_cfg, shape: ModelShape, workload: Workload, device: Device) -> 
     train_peak = static + max(backward, stepping)
     # Loading: safetensors are memory-mapped while the tensors are materialised, so both count for a moment.
     file_bytes = shape.total_params * (shape.file_dtype_bytes or pbytes)
-    load_peak = device.runtime_bytes + (weights + file_bytes if not on_gpu else weights)
+    loaded = shape.total_params * pbytes if method_cfg.name != "qlora" else weights  # in model.dtype
+    load_peak = device.runtime_bytes + (loaded + file_bytes if not on_gpu else loaded)
     eval_rows = max(run_cfg.training.batch_size, 1)
     # Eval loss holds logits + log-softmax: of the scored positions only (in chunks) for plain-head models
     # (models/inference.py), of every position otherwise.
     eval_positions = eval_rows * seq_peak
     if shape.architecture in PLAIN_HEAD_MODELS:
         eval_positions = min(int(eval_positions * workload.trained_share) + 1, SCORE_CHUNK_POSITIONS)
-    eval_peak = static - sum(c.bytes for c in components if c.name == "optimizer") + \
+    # Evaluation runs in model.dtype (a base held in bf16 for training is back in it).
+    eval_peak = static - sum(c.bytes for c in components if c.name == "optimizer") - weights + loaded + \
         2 * eval_positions * shape.vocab * 4
     phases = {"load": load_peak, "train": train_peak, "eval": eval_peak}
     peak = max(phases.values())
@@ -368,7 +374,7 @@ def _step_cost(run_cfg, shape: ModelShape, workload: Workload, device: Device, t
     flops = forward + backward + head + forward * recomputed_share
     if objective in REFERENCE_OBJECTIVES:
         flops += forward + head_unit  # the reference model's forward over the same sequences
-    dtype = "bfloat16" if training.mixed_precision == "bf16" else run_cfg.model.dtype
+    dtype = "bfloat16" if training.mixed_precision == "bf16" or run_cfg.frozen_base_in_bf16() else run_cfg.model.dtype
     if method_cfg.name == "qlora":
         dtype = method_cfg.qlora.compute_dtype or dtype
     rate = device.step_flops(dtype)

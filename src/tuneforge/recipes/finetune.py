@@ -30,7 +30,9 @@ def precision_line(cfg: RunConfig) -> str:
     from tuneforge.integrations.bf16 import native_bf16
 
     autocast = "bf16 autocast" if cfg.training.mixed_precision == "bf16" else "no autocast"
-    return f"[bold]precision[/] weights {cfg.model.dtype}, {autocast} ({native_bf16()[1]})"
+    held = ("; the frozen base held in bfloat16 while training" if cfg.training.frozen_base_dtype == "bfloat16"
+            else "")
+    return f"[bold]precision[/] weights {cfg.model.dtype}{held}, {autocast} ({native_bf16()[1]})"
 
 
 def seed_everything(seed: int) -> None:
@@ -83,6 +85,8 @@ class Runner:
         return run
 
     def _run(self, run: RunDir) -> None:
+        import torch
+
         from tuneforge.eval.pipeline import print_summary
         from tuneforge.integrations.quiet import drop_stdout_printer
         from tuneforge.integrations.trl_dtypes import trainable_dtypes_kept
@@ -100,6 +104,7 @@ class Runner:
         )
         from tuneforge.train.checkpoints import CheckpointMarkerCallback
         from tuneforge.train.data_prep import dataset_lineage
+        from tuneforge.train.frozen_dtype import cast_frozen
         from tuneforge.train.launch import is_main_process
 
         cfg, console = self.cfg, self.console
@@ -171,6 +176,8 @@ class Runner:
             if is_main_process():
                 run.update_manifest(data_order=order)
 
+        if cfg.training.frozen_base_dtype == "bfloat16":
+            cast_frozen(model, torch.bfloat16)  # back to model.dtype after training (train/frozen_dtype.py)
         progress = RichProgressCallback(console=console)
         metrics_cb = MetricsCallback(run.metrics)
         with trainable_dtypes_kept(model):  # TRL's preference/RL trainers recast quantised models' adapters
@@ -198,6 +205,8 @@ class Runner:
         # the tuned model is evaluated (like the base was, before training) and merged without it, else the merge
         # check compares autocast logits with the merged model's plain ones.
         model = objective.after_train(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False))
+        if cfg.training.frozen_base_dtype == "bfloat16":
+            cast_frozen(model, getattr(torch, cfg.model.dtype))
         losses = train_loss_summary(run.metrics)
         console.print(
             f"[bold]trained[/] {trainer.state.global_step} steps in {self.timings['train_s']:.1f} s"
@@ -213,7 +222,7 @@ class Runner:
             "real_tokens": counter.real_tokens if counter else None,
             "trained_tokens": counter.trained_tokens if counter else None,
             # Over the time spent training: timings.train_s also holds the evaluations and checkpoint saves.
-            "training_s": round(counter.clock.training_seconds(), 2) if counter else None,
+            "training_s": round(counter.clock.training_seconds(), 3) if counter else None,
             "tokens_per_second": counter.tokens_per_second if counter else None,
             "learning_rate": cfg.effective_learning_rate(),
             "best_checkpoint": trainer.state.best_model_checkpoint,
