@@ -1,5 +1,5 @@
-"""Whether this machine computes bfloat16 natively: what `model.dtype: auto` and `training.mixed_precision: auto`
-resolve by.
+"""Whether this machine computes bfloat16 natively: what `training.frozen_base_dtype: auto` and
+`training.mixed_precision: auto` resolve by.
 
 On a CPU, bf16 matmuls are fast only with AVX512-BF16 or AMX instructions (oneDNN); without them PyTorch converts
 to float32 and back, slower than float32 itself. PyTorch exposes the CPU checks only as private functions of
