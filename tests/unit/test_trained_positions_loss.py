@@ -205,3 +205,23 @@ def test_bf16_autocast_and_partial_checkpointing_reach_the_trained_positions_pat
     ref, ref_log = train(tmp_path / "ref", tokenizer, lora_model(), trained_positions_on=False, **lean)
     for step, (loss, _, _) in ref_log.items():
         assert fast_log[step][0] == pytest.approx(loss, rel=2e-2), step
+
+
+def test_a_frozen_base_held_in_bf16_trains_like_the_float32_one(tmp_path, tokenizer):
+    """training.frozen_base_dtype=bfloat16 (the quickstart's `auto` on a CPU with AVX512-BF16): the LoRA adapter stays
+    float32 and the loss trajectory stays within bf16 rounding of the all-float32 reference path's."""
+    from tuneforge.train.frozen_dtype import cast_frozen
+
+    torch.set_num_threads(1)
+    held = lora_model()
+    assert cast_frozen(held, torch.bfloat16) > 0
+    lean = {"frozen_base_dtype": "bfloat16", "mixed_precision": "bf16", "gradient_checkpointing": True,
+            "gradient_checkpointing_every_n_layers": 2}
+    fast, fast_log = train(tmp_path / "held", tokenizer, held, trained_positions_on=True, **lean)
+    assert fast.fallback_reason is None
+    assert {p.dtype for p in fast.model.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in fast.model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    ref, ref_log = train(tmp_path / "ref", tokenizer, lora_model(), trained_positions_on=False)
+    assert ref_log[3][0] < ref_log[1][0]
+    for step, (loss, _, _) in ref_log.items():
+        assert fast_log[step][0] == pytest.approx(loss, rel=5e-2), step
