@@ -177,3 +177,21 @@ def test_mixed_precision_no_survives_yaml_booleans(tmp_path):
                        ).training.mixed_precision == "no"
     cfg = load_config(write(tmp_path, "data:\n  train: a.jsonl\n"), ["training.mixed_precision=no"])
     assert cfg.training.mixed_precision == "no"
+
+
+def test_native_bf16_says_no_where_torch_cannot_tell(monkeypatch):
+    """Without CUDA and without torch.cpu's (private) instruction checks, `auto` takes the safe side: float32."""
+    import types
+
+    import torch
+
+    from tuneforge.integrations import bf16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "cpu", types.SimpleNamespace())  # a torch without _is_avx512_bf16_supported & co.
+    bf16.native_bf16.cache_clear()
+    try:
+        native, reason = bf16.native_bf16()
+        assert native is False and "neither AVX512-BF16 nor AMX" in reason
+    finally:
+        bf16.native_bf16.cache_clear()
