@@ -1,8 +1,9 @@
 """Evaluation generation: the inference engine against the greedy loop it replaced, side by side in one process.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_generation.py [--items 100] [--repeats 3] [--adapter DIR]
-    python bench/bench_generation.py --engine-batch-size 100 --engine-batch-tokens 12000  # old loop at the
-                                                                     # quickstart's 20 vs the engine at a token budget
+    python bench/bench_generation.py --batch-size 20 --engine-batch-size 100 --engine-batch-tokens 16384  # the
+                                                  # old loop at the quickstart's old 20 vs the engine at a token budget
+    python bench/bench_generation.py --dtype bfloat16 ...           # a bf16 base (answers then depend on the batch)
 
 The quickstart's evaluation workload: the bundled SmolLM2-135M-Instruct, the quickstart's test items (the first
 `--items`), max_new_tokens and batch size from src/tuneforge/assets/quickstart/quickstart.yaml. Paths, run in
