@@ -56,7 +56,7 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_p
 #: auto` and `training.mixed_precision: auto` (on a device with native bf16: the frozen base held in bf16 while
 #: training, under bf16 autocast; float32 without autocast elsewhere; the run prints which) and checkpointing of every
 #: 2nd decoder layer.
-NO_GC = ["training.gradient_checkpointing=false"]
+NO_GC = ["training.gradient_checkpointing=false", "training.gradient_checkpointing_every_n_layers=1"]
 FP32 = ["training.frozen_base_dtype=model", "training.mixed_precision=no", *NO_GC]
 SIDE_OVERRIDES = {
     "tuneforge": [],
@@ -66,6 +66,8 @@ SIDE_OVERRIDES = {
     "tuneforge-gc": ["training.gradient_checkpointing_every_n_layers=1"],
     # Float32 weights and matmuls, no checkpointing (the schema's defaults; the quickstart's before 2026-12-03).
     "tuneforge-fp32": FP32,
+    # What the quickstart runs on a device without native bf16: float32, every 2nd layer checkpointed.
+    "tuneforge-fp32-gc2": ["training.frozen_base_dtype=model", "training.mixed_precision=no"],
     # TRL's precision without its checkpointing: float32 weights under bf16 autocast.
     "tuneforge-amp": ["training.frozen_base_dtype=model", "training.mixed_precision=bf16", *NO_GC],
     # A bf16 frozen base without autocast (the LoRA branch computes in float32), no checkpointing.
