@@ -33,13 +33,13 @@ class TrainingTokenCounter:
         self.real_tokens = 0
         self.total_tokens = 0
         self.trained_tokens = 0
-        #: The seconds those tokens took (set by `count_training_tokens`; None for a bare counter).
-        self.clock: TrainingClock | None = None
+        #: The seconds those tokens took: a callback `count_training_tokens` adds to the trainer.
+        self.clock = TrainingClock()
 
     @property
     def tokens_per_second(self) -> float | None:
         """Non-padding tokens over the time spent training (evaluations and checkpoint saves left out)."""
-        if self.clock is None or self.clock.started is None:
+        if self.clock.started is None:
             return None
         return self.real_tokens / max(self.clock.training_seconds(), 1e-9)
 
@@ -110,7 +110,6 @@ def count_training_tokens(trainer) -> TrainingTokenCounter:
     and backward pass; wrapping it on the instance keeps TRL's own override (e.g. activation offloading) intact.
     """
     counter = TrainingTokenCounter()
-    counter.clock = TrainingClock()
     trainer.add_callback(counter.clock)
     step = trainer.training_step
 
@@ -167,7 +166,7 @@ class MetricsCallback(TrainerCallback):
         record.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
         if self.counter is not None and "loss" in logs:
             # Training seconds since the last train log (evaluations and saves in between left out).
-            trained_s = self.counter.clock.training_seconds() if self.counter.clock else now - self._start
+            trained_s = self.counter.clock.training_seconds()
             tokens = self.counter.real_tokens - self._last_tokens
             record["tokens_per_second"] = round(tokens / max(trained_s - self._last_time, 1e-9), 2)
             record["padding_share"] = round(self.counter.padding_share, 4)
