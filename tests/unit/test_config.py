@@ -195,3 +195,16 @@ def test_native_bf16_says_no_where_torch_cannot_tell(monkeypatch):
         assert native is False and "neither AVX512-BF16 nor AMX" in reason
     finally:
         bf16.native_bf16.cache_clear()
+
+
+def test_a_cross_field_error_points_at_the_line_of_the_key_it_names(tmp_path):
+    """RunConfig-level checks carry no location; the key their message starts with gives the line (or override)."""
+    text = "data:\n  train: a.jsonl\nmethod:\n  name: full\ntraining:\n  frozen_base_dtype: bfloat16\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"{path}:6: training.frozen_base_dtype: " in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, "data:\n  train: a.jsonl\nmethod:\n  name: full\n"),
+                    ["training.frozen_base_dtype=bfloat16"])
+    assert "'training.frozen_base_dtype=bfloat16': training.frozen_base_dtype: " in str(error.value)

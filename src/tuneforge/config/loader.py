@@ -8,6 +8,7 @@ reads like `examples/x.yaml:12: training.learing_rate: unknown key`.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def _format_errors(
 ) -> str:
     messages = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc = tuple(err["loc"]) or _named_key(err["msg"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             problem = "unknown key (misspelt? see `tuneforge config schema`)"
@@ -105,6 +106,13 @@ def _format_errors(
                 problem += f" (got {err['input']!r})"
         messages.append(f"{_where(loc, origin, lines, overrides)}: {key}: {problem}")
     return "\n".join(messages)
+
+
+def _named_key(message: str) -> tuple:
+    """The dotted key a cross-field check's message starts with (`training.x needs ...`), so the error can point at
+    that key's line: RunConfig-level validators carry no location of their own."""
+    found = re.match(r"(?:Value error, )?([a-z_]+(?:\.[a-z_]+)+)\b", message)
+    return tuple(found.group(1).split(".")) if found else ()
 
 
 def _where(loc: tuple, origin: str, lines: dict[tuple, int], overrides: dict[tuple, str]) -> str:
